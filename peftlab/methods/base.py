@@ -1,0 +1,89 @@
+"""The small interface every method plugin meets.
+
+A method (1) freezes what must stay fixed, (2) adds or wraps modules, and where it makes sense (3) merges its weights
+into the base and back. Which parameters it trains is read off `requires_grad`, so counting, the optimiser and saving
+need nothing method-specific. Task heads (a classifier) are trained under every method and counted apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from peftlab.backbones.families import Family
+from peftlab.errors import ConfigError
+
+
+@dataclasses.dataclass
+class MethodConfig:
+    """Hyper-parameters of a method; subclasses validate their fields in __post_init__."""
+
+
+class Method:
+    """A fine-tuning method: a name, a config class and how it changes a backbone."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    mergeable: ClassVar[bool] = False
+    # The paper's formula for this method's parameter count, shown by `peftlab-count` and the docs.
+    formula: ClassVar[str] = ""
+
+    def __init__(self, config: MethodConfig):
+        self.config = config
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Method":
+        """Build from a config mapping; an unknown field is a one-line error naming the allowed ones."""
+        fields = {f.name for f in dataclasses.fields(cls.config_class)}
+        for key in values:
+            if key not in fields:
+                raise ConfigError(f"method.{key}", values[key], f"fields of method '{cls.name}': {', '.join(sorted(fields)) or 'none'}")
+        return cls(cls.config_class(**values))
+
+    def apply(self, model: nn.Module, family: Family) -> nn.Module:
+        """Freeze the backbone and inject this method's trainable parts; returns the same model."""
+        raise NotImplementedError
+
+    def merge(self, model: nn.Module) -> None:
+        """Fold the method's weights into the base weights (inference costs nothing extra)."""
+        raise NotImplementedError(f"method '{self.name}' cannot merge")
+
+    def unmerge(self, model: nn.Module) -> None:
+        """Undo merge()."""
+        raise NotImplementedError(f"method '{self.name}' cannot merge")
+
+    def export_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The tensors an adapter file holds: every trainable parameter (method and head), by name."""
+        return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+
+    def hparams(self) -> dict[str, Any]:
+        """The method's hyper-parameters, for run records."""
+        return {"name": self.name, **dataclasses.asdict(self.config)}
+
+
+def freeze(model: nn.Module) -> None:
+    """Make every parameter of the model non-trainable."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+def unfreeze_heads(model: nn.Module, family: Family) -> list[str]:
+    """Make the task heads trainable (a classifier is trained under every method); returns their names."""
+    found = []
+    for name in family.heads:
+        if name == "lm_head":  # the language-model head is part of the pretrained backbone, not a task head
+            continue
+        head = getattr(model, name, None)
+        if isinstance(head, nn.Module):
+            for p in head.parameters():
+                p.requires_grad_(True)
+            found.append(name)
+    return found
+
+
+def head_names(model: nn.Module, family: Family) -> list[str]:
+    """Root-level task-head modules present in the model."""
+    return [h for h in family.heads if h != "lm_head" and isinstance(getattr(model, h, None), nn.Module)]

@@ -1,0 +1,1 @@
+"""Run records (metrics.json), aggregation, tables and plots."""

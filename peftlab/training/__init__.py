@@ -1,0 +1,1 @@
+"""The one LightningModule every method trains with, and the callbacks that measure and guard each run."""
