@@ -16,6 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from peftlab import ROOT
+from peftlab.cli import check_group_choices
 from peftlab.errors import ConfigError
 
 CONF_DIR = ROOT / "conf"
@@ -64,7 +65,11 @@ def summary_line(record: dict) -> str:
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point: unknown config-group options fail in one line before Hydra starts."""
+    try:
+        check_group_choices(sys.argv[1:])
+    except ConfigError as err:
+        fail(str(err))
     _main()
 
 
