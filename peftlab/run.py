@@ -20,7 +20,7 @@ from peftlab.backbones.families import Family, family_for
 from peftlab.backbones.loader import ModelConfig, load_backbone, load_tokenizer
 from peftlab.data import DataConfig, TextDataModule
 from peftlab.errors import ConfigError, check_int
-from peftlab.measure import count_parameters, latency, save_safetensors
+from peftlab.measure import count_parameters, latency, random_tokens, save_safetensors
 from peftlab.methods import Method, build_method
 from peftlab.methods.base import head_names
 from peftlab.results.record import RECORD_NAME, environment, read_record, RecordError, write_json_atomic, write_record
@@ -106,28 +106,39 @@ def keep_previous(run_dir: Path) -> Path | None:
 
 def latency_inputs(model: torch.nn.Module, m: MeasureConfig, device: torch.device) -> dict[str, torch.Tensor]:
     """A fixed batch of random non-special tokens, full attention, for latency timing."""
-    g = torch.Generator().manual_seed(0)
-    vocab = model.config.vocab_size
-    ids = torch.randint(min(1000, vocab // 2), vocab, (m.latency_batch_size, m.latency_seq_len), generator=g)
-    return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
+    return random_tokens(model.config.vocab_size, m.latency_batch_size, m.latency_seq_len, device)
 
 
-def measure_inference(model: torch.nn.Module, method: Method, m: MeasureConfig) -> dict[str, Any]:
-    """Inference latency median/p90 (ms); also merged for methods that merge."""
+# Latency is timed in the precision the run trained in: autocast for mixed precision, the weights' dtype otherwise.
+AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def measure_inference(model: torch.nn.Module, method: Method, m: MeasureConfig,
+                      dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """Inference latency median/p90 (ms), autocast to dtype if given; also merged for methods that merge."""
     device = next(model.parameters()).device
     inputs = latency_inputs(model, m, device)
     out: dict[str, Any] = {"latency_batch_size": m.latency_batch_size, "latency_seq_len": m.latency_seq_len,
-                           "latency_repeats": m.latency_repeats}
-    t = latency(model, inputs, repeats=m.latency_repeats, warmup=m.latency_warmup)
+                           "latency_repeats": m.latency_repeats, "latency_autocast": str(dtype) if dtype else None}
+    t = latency(model, inputs, repeats=m.latency_repeats, warmup=m.latency_warmup, dtype=dtype)
     out |= {"latency_median_ms": t.median_ms, "latency_p90_ms": t.p90_ms}
     if method.mergeable:
         method.merge(model)
         try:
-            t = latency(model, inputs, repeats=m.latency_repeats, warmup=m.latency_warmup)
+            t = latency(model, inputs, repeats=m.latency_repeats, warmup=m.latency_warmup, dtype=dtype)
         finally:
             method.unmerge(model)
         out |= {"latency_merged_median_ms": t.median_ms, "latency_merged_p90_ms": t.p90_ms}
     return out
+
+
+def log_costs(trainer: L.Trainer, params: dict[str, Any], cost: dict[str, Any]) -> None:
+    """Send parameter counts and costs (numbers only) to every Lightning logger too, at the last step."""
+    values = {name: float(v) for name, v in [*params.items(), *((f"cost/{k}", v) for k, v in cost.items())]
+              if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for logger in trainer.loggers:
+        logger.log_metrics(values, step=trainer.global_step)
+        logger.save()
 
 
 def build_trainer(spec: RunSpec, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
@@ -185,15 +196,13 @@ def execute(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
 
     adapter_bytes = save_safetensors(spec.method.export_state(model), run_dir / ADAPTER_FILE,
                                      metadata={"method": spec.method.hparams(), "model": asdict(spec.model)})
-    inference = measure_inference(model, spec.method, spec.measure)
+    inference = measure_inference(model, spec.method, spec.measure, AUTOCAST.get(str(spec.trainer.get("precision"))))
     device = next(model.parameters()).device
-    return {
-        "params": {**counts.as_record(), "params_backbone": base_counts.total},
-        "metrics": metrics,
-        "cost": {**cost.result(device), **inference, "checkpoint_bytes": adapter_bytes, "fit_time_s": fit_s,
-                 "wall_time_s": time.perf_counter() - wall_start, "global_steps": trainer.global_step},
-        "resumed": resumed,
-    }
+    params = {**counts.as_record(), "params_backbone": base_counts.total}
+    costs = {**cost.result(device), **inference, "checkpoint_bytes": adapter_bytes, "fit_time_s": fit_s,
+             "wall_time_s": time.perf_counter() - wall_start, "global_steps": trainer.global_step}
+    log_costs(trainer, params, costs)
+    return {"params": params, "metrics": metrics, "cost": costs, "resumed": resumed}
 
 
 def module_losses(run_dir: Path) -> tuple[float | None, float | None]:

@@ -3,58 +3,44 @@
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import lightning as L
 import torch
 
-from peftlab.measure import peak_memory, reset_peak_memory, summarize
-from peftlab.measure.timing import _sync
+from peftlab.measure import StepTimer, batch_size_and_tokens, peak_memory, reset_peak_memory
 
 
 class TrainCost(L.Callback):
-    """Times each optimisation step (forward, backward, optimiser; data loading excluded) after `warmup` steps.
-
-    Throughput is samples (and non-padding tokens) divided by the summed step times of the timed steps.
+    """Training cost of a run through the shared StepTimer: step time (forward, backward, optimiser step and Lightning's
+    per-step hooks; fetching the batch and its copy to the device excluded), iteration time (batch end to batch end,
+    all included), throughput after `warmup_steps`, and peak memory over training (see peftlab.measure.memory).
     """
 
     def __init__(self, warmup_steps: int = 3):
-        self.warmup_steps = warmup_steps
-        self.step_times: list[float] = []
-        self.samples = self.tokens = 0
-        self._start = 0.0
-        self._seen = 0
+        self.timer = StepTimer(warmup_steps)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.timer.device = pl_module.device
         reset_peak_memory(pl_module.device)
 
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.timer.pause()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.timer.pause()
+
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        _sync(pl_module.device)
-        self._start = time.perf_counter()
+        self.timer.start()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        _sync(pl_module.device)
-        elapsed = time.perf_counter() - self._start
-        self._seen += 1
-        if self._seen <= self.warmup_steps:
-            return
-        self.step_times.append(elapsed)
-        self.samples += int(batch["input_ids"].shape[0])
-        self.tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+        self.timer.stop(*batch_size_and_tokens(batch))
 
     def result(self, device: torch.device | str) -> dict[str, Any]:
         """The training-cost fields of the run record."""
         mem, how = peak_memory(device)
-        out: dict[str, Any] = {"peak_memory_bytes": mem, "peak_memory_kind": how, "timed_steps": len(self.step_times),
-                               "warmup_steps_excluded": self.warmup_steps}
-        if self.step_times:
-            t = summarize(self.step_times)
-            total = sum(self.step_times)
-            out |= {"step_time_median_s": t.median_s, "step_time_p90_s": t.p90_s,
-                    "train_samples_per_s": self.samples / total, "train_tokens_per_s": self.tokens / total}
-        return out
+        return {"peak_memory_bytes": mem, "peak_memory_kind": how, **self.timer.result()}
 
 
 class Diverged(RuntimeError):
