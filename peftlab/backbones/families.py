@@ -36,6 +36,7 @@ class Family:
     embeddings: str  # the input token embedding module, from the task model's root
     heads: tuple[str, ...]  # task-head module names at the root (classifier, score, lm_head)
     layer_norms: tuple[str, ...] = ()  # layer-norm modules inside a block (trained by Houlsby adapters)
+    pooler: str | None = None  # a pooler inside the base model that reads token 0 (prompt tuning re-pools after its soft tokens)
     default_lora_targets: tuple[str, ...] = ("query", "value")
     model_types: tuple[str, ...] = field(default=())
 
@@ -56,6 +57,7 @@ def _bert_like(name: str, prefix: str, model_types: tuple[str, ...]) -> Family:
         embeddings=f"{prefix}.embeddings.word_embeddings",
         heads=("classifier",),
         layer_norms=("attention.output.LayerNorm", "output.LayerNorm"),
+        pooler=f"{prefix}.pooler",
         model_types=model_types,
     )
 

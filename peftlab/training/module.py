@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from peftlab.errors import check_fraction, check_positive
+from peftlab.training.generation import exact_match, greedy_answers
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
 
@@ -78,11 +79,25 @@ class FineTuneModule(L.LightningModule):
         if self.task == "causal_lm" and loss is not None:
             self.log(f"{stage}_ppl", math.exp(min(float(loss), 50.0)))
 
+    def _log_exact_match(self, stage: str) -> None:
+        """Greedy answers to the split's prompts against its responses, for prompt -> response pairs."""
+        if self.task != "causal_lm" or self.trainer.sanity_checking:
+            return
+        dm = getattr(self.trainer, "datamodule", None)
+        raw = dm.raw.get(stage) if dm is not None and dm.cfg.format == "pairs" else None
+        if raw is None:
+            return
+        answers = greedy_answers(self.model, dm.tokenizer, list(raw["prompt"]), list(raw["response"]),
+                                 batch_size=dm.cfg.eval_batch_size)
+        self.log(f"{stage}_exact_match", exact_match(answers, list(raw["response"])))
+
     def on_validation_epoch_end(self) -> None:
         self._log_perplexity("val")
+        self._log_exact_match("val")
 
     def on_test_epoch_end(self) -> None:
         self._log_perplexity("test")
+        self._log_exact_match("test")
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
