@@ -39,8 +39,8 @@ def summarize(samples: Sequence[float]) -> Timing:
     if not samples:
         raise ValueError("no samples to summarize")
     ordered = sorted(samples)
-    p90 = ordered[min(len(ordered) - 1, max(0, int(round(0.9 * len(ordered) + 0.5)) - 1))]
-    return Timing(median_s=statistics.median(ordered), p90_s=p90, n=len(ordered))
+    rank = (9 * len(ordered) + 9) // 10  # ceil(0.9 n) in integers, free of float rounding
+    return Timing(median_s=statistics.median(ordered), p90_s=ordered[rank - 1], n=len(ordered))
 
 
 def sync(device: torch.device | str | None) -> None:
