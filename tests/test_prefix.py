@@ -1,0 +1,142 @@
+"""Prefix tuning: padding-invariant outputs, generation with and without the KV cache, folding, exact counts (= peft's)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import tiny_decoder
+
+from peftlab.backbones.families import family_for
+from peftlab.errors import ConfigError
+from peftlab.measure import count_parameters
+from peftlab.methods import build_method
+from peftlab.methods.base import head_names
+
+
+def with_prefix(model: torch.nn.Module, **hp):
+    method = build_method({"name": "prefix", **hp})
+    method.apply(model, family_for(model))
+    torch.manual_seed(1)
+    with torch.no_grad():  # non-trivial values everywhere (peft's zero-free default init, but seeded here)
+        for p in model.prefix_encoder.parameters():
+            p.normal_(0, 0.5)
+    return method
+
+
+def method_count(model: torch.nn.Module) -> int:
+    return count_parameters(model, head_names(model, family_for(model))).method
+
+
+def padded_pair(ids: torch.Tensor, pad_id: int, extra: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of two: ids right-padded by `extra`, and a longer unrelated row with no padding."""
+    n = ids.shape[1]
+    other = torch.randint(5, 900, (1, n + extra))
+    batch = torch.cat([torch.cat([ids, torch.full((1, extra), pad_id)], 1), other])
+    mask = torch.ones_like(batch)
+    mask[0, n:] = 0
+    return batch, mask
+
+
+@pytest.mark.parametrize("projection", [False, True])
+def test_prefix_outputs_do_not_depend_on_padding_encoder(minilm2, projection):
+    model = copy.deepcopy(minilm2)
+    base = model(input_ids=torch.tensor([[101, 2023, 2003, 1037, 3231, 102]])).logits
+    with_prefix(model, num_virtual_tokens=4, projection=projection, projection_hidden_size=16)
+    ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102]])
+    alone = model(input_ids=ids).logits
+    batch, mask = padded_pair(ids, pad_id=0)
+    together = model(input_ids=batch, attention_mask=mask).logits
+    torch.testing.assert_close(together[0], alone[0], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(alone, base, atol=1e-4)  # the prefix does take part
+
+
+@pytest.mark.parametrize("source", ["llama-135m", "gpt2-medium"])
+def test_prefix_outputs_do_not_depend_on_padding_decoder(source):
+    model = tiny_decoder(source, pad_token_id=0)
+    ids = torch.randint(5, 900, (1, 7))
+    base = model(input_ids=ids).logits
+    with_prefix(model, num_virtual_tokens=3)
+    alone = model(input_ids=ids).logits
+    batch, mask = padded_pair(ids, pad_id=0)
+    together = model(input_ids=batch, attention_mask=mask).logits
+    torch.testing.assert_close(together[0, :7], alone[0], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(alone, base, atol=1e-4)
+
+
+@pytest.mark.parametrize("source", ["llama-135m", "gpt2-medium"])
+def test_prefix_generation_same_with_and_without_kv_cache(source):
+    """Left-padded batch, greedy: the cached decode (prefix prepended at every step) equals full recomputation."""
+    model = tiny_decoder(source, pad_token_id=0)
+    with_prefix(model, num_virtual_tokens=3, projection=True, projection_hidden_size=16)
+    ids = torch.randint(5, 900, (2, 6))
+    ids[0, :2] = 0
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0
+    kw = dict(attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    cached = model.generate(ids, use_cache=True, **kw)
+    recomputed = model.generate(ids, use_cache=False, **kw)
+    assert torch.equal(cached, recomputed)
+    # and the first generated token is the argmax of a plain forward pass
+    first = model(input_ids=ids[1:]).logits[0, -1].argmax()
+    assert cached[1, 6] == first
+
+
+def test_prefix_fold_keeps_outputs_and_drops_the_mlp(minilm2):
+    model = copy.deepcopy(minilm2)
+    method = with_prefix(model, num_virtual_tokens=4, projection=True, projection_hidden_size=16)
+    ids = torch.tensor([[101, 2023, 2003, 102]])
+    before = model(input_ids=ids).logits
+    exported = method.export_state(model)
+    L, d, l_p = 2, 384, 4
+    assert exported["prefix_encoder.embedding.weight"].shape == (l_p, 2 * L * d)
+    assert {k for k in exported if not k.startswith("classifier.")} == {"prefix_encoder.embedding.weight"}
+    method.fold(model)
+    torch.testing.assert_close(model(input_ids=ids).logits, before, rtol=1e-5, atol=1e-6)
+    assert method_count(model) == 2 * L * d * l_p
+    torch.testing.assert_close(model.prefix_encoder.embedding.weight, exported["prefix_encoder.embedding.weight"])
+
+
+def test_prefix_counts_follow_the_formula(minilm2):
+    """kv = num_key_value_heads * head_dim; 2 L kv l_p plain, l_p kv + kv h + h + 2 L kv (h + 1) with projection."""
+    l_p, h = 5, 32
+    enc = copy.deepcopy(minilm2)
+    with_prefix(enc, num_virtual_tokens=l_p)
+    assert method_count(enc) == 2 * 2 * 384 * l_p
+    dec = tiny_decoder("llama-135m")  # 4 heads of 16, 2 key/value heads: kv = 32, not d = 64
+    with_prefix(dec, num_virtual_tokens=l_p, projection=True, projection_hidden_size=h)
+    kv, L = 2 * 16, 2
+    assert method_count(dec) == l_p * kv + kv * h + h + 2 * L * kv * (h + 1)
+
+
+@pytest.mark.parametrize("projection", [False, True])
+def test_prefix_counts_equal_peft(minilm2, projection):
+    from peft import PrefixTuningConfig, get_peft_model
+
+    hp = dict(num_virtual_tokens=6, projection=projection, projection_hidden_size=24)
+    for model, task in ((copy.deepcopy(minilm2), "SEQ_CLS"), (tiny_decoder("llama-135m"), "CAUSAL_LM")):
+        reference = get_peft_model(copy.deepcopy(model), PrefixTuningConfig(
+            task_type=task, num_virtual_tokens=6, prefix_projection=projection, encoder_hidden_size=24))
+        peft_trainable = reference.get_nb_trainable_parameters()[0]
+        with_prefix(model, **hp)
+        counts = count_parameters(model, head_names(model, family_for(model)))
+        assert counts.method + counts.head == peft_trainable  # peft's SEQ_CLS trains the classifier too
+        assert counts.method > 0
+
+
+def test_prefix_trains_only_the_prefix(minilm2):
+    model = copy.deepcopy(minilm2)
+    with_prefix(model, num_virtual_tokens=2, projection=True, projection_hidden_size=8)
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"prefix_encoder", "classifier"}
+    out = model(input_ids=torch.tensor([[101, 2023, 102]]), labels=torch.tensor([1]))
+    out.loss.backward()
+    assert model.prefix_encoder.embedding.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("field,value", [("num_virtual_tokens", 0), ("num_virtual_tokens", -3),
+                                         ("projection_hidden_size", 0)])
+def test_prefix_rejects_bad_hyper_parameters(field, value):
+    with pytest.raises(ConfigError, match=f"method.{field}: got {value}"):
+        build_method({"name": "prefix", field: value})
