@@ -72,15 +72,17 @@ class Encoded(Dataset):
 class EpochSeededSampler(Sampler[int]):
     """A random order fixed by (seed, epoch); Lightning calls set_epoch, so resuming replays the same order."""
 
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
+    def __init__(self, n: int, seed: int, epoch: int = 0, start: int = 0):
+        self.n, self.seed, self.epoch = n, seed, epoch
+        self.start = start  # examples of this epoch already trained on (a run resumed mid-epoch); used once
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        start, self.start = self.start, 0
+        return iter(torch.randperm(self.n, generator=g).tolist()[start:])
 
     def __len__(self) -> int:
         return self.n
@@ -109,6 +111,8 @@ class TextDataModule(L.LightningDataModule):
         self.splits: dict[str, Encoded] = {}
         self.label_names: list[str] = []
         self.raw: dict[str, pd.DataFrame] = {}
+        # (epoch, batches already trained in it): set by peftlab.training.resume.ResumeState when a run resumes
+        self.resume_at: tuple[int, int] = (0, 0)
 
     @property
     def num_labels(self) -> int:
@@ -209,7 +213,9 @@ class TextDataModule(L.LightningDataModule):
     def _loader(self, split: str, batch_size: int, train: bool) -> DataLoader:
         ds = self.splits[split]
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        return DataLoader(ds, batch_size=batch_size, sampler=EpochSeededSampler(len(ds), self.seed) if train else None,
+        epoch, done = self.resume_at
+        sampler = EpochSeededSampler(len(ds), self.seed, epoch, done * batch_size) if train else None
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler,
                           collate_fn=lambda rows: pad_batch(rows, pad_id), num_workers=self.cfg.num_workers)
 
     def train_dataloader(self) -> DataLoader:
