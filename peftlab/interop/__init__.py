@@ -1,0 +1,1 @@
+"""Adapters in other tools' formats (HF peft)."""
