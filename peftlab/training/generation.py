@@ -1,8 +1,8 @@
 """Greedy answers for prompt -> response pairs, and their exact match with the reference responses.
 
 Prompts are laid out as in training (data.datamodule.prompt_text), left-padded into batches (decoders continue from
-the right end), and decoded greedily with the KV cache by transformers' generate. Each batch may run for at most the
-longest reference answer plus one token (room for the end-of-sequence token): a longer answer cannot match anyway.
+the right end), and decoded greedily with the KV cache by transformers' generate. Each answer gets at most as many
+tokens as its reference answer plus one (room for the end-of-sequence token): a longer answer cannot match anyway.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def greedy_answers(model: nn.Module, tokenizer: Any, prompts: list[str], referen
             ids, mask = left_pad(rows, pad_id, device)
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, do_sample=False,
                                  pad_token_id=pad_id, eos_token_id=eos)
-            for row in out[:, ids.shape[1]:].tolist():
+            for row, ref in zip(out[:, ids.shape[1]:].tolist(), refs):
+                row = row[:len(ref) + 1]  # the same budget whatever else shares the batch
                 if eos is not None and eos in row:
                     row = row[:row.index(eos)]
                 answers.append(tokenizer.decode(row, skip_special_tokens=True))
