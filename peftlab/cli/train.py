@@ -17,10 +17,12 @@ from omegaconf import DictConfig
 
 from peftlab import ROOT
 from peftlab.cli import check_group_choices
+from peftlab.cli.sweep import register_resolvers
 from peftlab.errors import ConfigError
 
 CONF_DIR = ROOT / "conf"
 os.environ.setdefault("PEFTLAB_ROOT", str(ROOT))
+register_resolvers()  # at import: launcher workers (joblib, submitit) import this module to run a job
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -31,10 +33,12 @@ def fail(message: str, code: int = 2) -> None:
 
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
 def _main(cfg: DictConfig) -> float | None:
-    from peftlab.run import run
+    from peftlab.run import is_global_zero, run
+    from peftlab.training.loggers import finish_wandb
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    record = None
     try:
         record = run(cfg, Path(hc.runtime.output_dir), force=bool(cfg.get("force", False)))
     except ConfigError as err:
@@ -44,6 +48,10 @@ def _main(cfg: DictConfig) -> float | None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         fail(str(err))
+    finally:
+        finish_wandb(record)  # closes this run's wandb run (if any), so the sweep's next run gets its own
+    if not is_global_zero():  # a DDP worker: rank 0 prints and records the run
+        return None
     status = record.get("status")
     print(summary_line(record))
     if status != "ok" and not multirun:

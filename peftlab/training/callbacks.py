@@ -19,6 +19,7 @@ class TrainCost(L.Callback):
 
     def __init__(self, warmup_steps: int = 3):
         self.timer = StepTimer(warmup_steps)
+        self.world_size = 1
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.timer.device = pl_module.device
@@ -37,10 +38,19 @@ class TrainCost(L.Callback):
                            batch_idx: int) -> None:
         self.timer.stop(*batch_size_and_tokens(batch))
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Under DDP each process times its own batches; the gradient all-reduce keeps the steps in lockstep, so
+        throughput is the samples and tokens of all processes over rank 0's step times."""
+        self.world_size = trainer.world_size
+        if trainer.world_size > 1:
+            counts = torch.tensor([self.timer.samples, self.timer.tokens], device=pl_module.device)
+            total = trainer.strategy.reduce(counts, reduce_op="sum")
+            self.timer.samples, self.timer.tokens = int(total[0]), int(total[1])
+
     def result(self, device: torch.device | str) -> dict[str, Any]:
-        """The training-cost fields of the run record."""
+        """The training-cost fields of the run record (peak memory is this process's: rank 0's under DDP)."""
         mem, how = peak_memory(device)
-        return {"peak_memory_bytes": mem, "peak_memory_kind": how, **self.timer.result()}
+        return {"peak_memory_bytes": mem, "peak_memory_kind": how, "world_size": self.world_size, **self.timer.result()}
 
 
 class Diverged(RuntimeError):

@@ -59,10 +59,12 @@ class FineTuneModule(L.LightningModule):
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         out = self(batch)
         n = batch["input_ids"].shape[0]
-        self.log(f"{stage}_loss", out.loss, prog_bar=True, batch_size=n, on_step=stage == "train", on_epoch=True)
+        sync = stage != "train"  # under DDP, validation and test metrics average over every process's shard
+        self.log(f"{stage}_loss", out.loss, prog_bar=True, batch_size=n, on_step=stage == "train", on_epoch=True,
+                 sync_dist=sync)
         if self.task == "classification" and stage != "train":
             acc = (out.logits.argmax(-1) == batch["labels"]).float().mean()
-            self.log(f"{stage}_acc", acc, prog_bar=True, batch_size=n, on_epoch=True)
+            self.log(f"{stage}_acc", acc, prog_bar=True, batch_size=n, on_epoch=True, sync_dist=sync)
         return out.loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
