@@ -17,10 +17,11 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from peftlab.results.aggregate import Sweep, pareto_front, summarize  # noqa: E402
+from peftlab.results.tables import human_count  # noqa: E402
 
 MIB = 2**20
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8, "xtick.labelsize": 8,
-         "ytick.labelsize": 8, "axes.grid": True, "grid.alpha": 0.3, "savefig.bbox": "tight"}
+         "ytick.labelsize": 8, "axes.grid": True, "grid.alpha": 0.3}
 MEMORY_KINDS = {"cuda_max_memory_allocated": "GPU memory: peak allocated by torch",
                 "cpu_peak_rss": "CPU memory: peak resident set of the process during training",
                 "cpu_peak_rss_process": "CPU memory: lifetime peak RSS of the process (compare fresh processes only)"}
@@ -45,8 +46,8 @@ def context(sweep: Sweep) -> str:
 def save(fig: plt.Figure, out: Path, stem: str) -> list[Path]:
     """Write stem.png (200 dpi) and stem.pdf."""
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
-    fig.savefig(paths[0], dpi=200)
-    fig.savefig(paths[1])
+    fig.savefig(paths[0], dpi=200, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
     plt.close(fig)
     return paths
 
@@ -167,11 +168,14 @@ def rank_vs_params(sweep: Sweep) -> plt.Figure | None:
     ranked = runs[runs["r"].notna()].assign(r=lambda d: d["r"].astype(int))
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(5.0, 3.4))
-        for method, group in ranked.groupby("method", sort=True):
+        for i, (method, group) in enumerate(ranked.groupby("method", sort=True)):
             counts = group.groupby("r")["params_method"].first().sort_index()
-            ax.plot(counts.index, counts.values, marker="o", markersize=4, label=method)
+            ax.plot(counts.index, counts.values, marker="osD^v"[i % 5], markersize=6 - i, label=method)
         log2_rank_axis(ax, list(ranked["r"].unique()))
         ax.set_yscale("log")
+        ax.set_yticks(sorted(ranked["params_method"].unique()))  # a tick at every count drawn
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: human_count(v)))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("LoRA rank r (log$_2$ scale)")
         ax.set_ylabel("Trainable parameters (log scale)")
         ax.set_title(f"Trainable parameters vs rank (task head excluded)\n{context(sweep)}")
