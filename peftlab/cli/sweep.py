@@ -64,7 +64,7 @@ class SweepReport(Callback):
         from peftlab.results.aggregate import load_sweep
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        if self.report:
+        if self.report and next(sweep_dir.rglob("metrics.json"), None) is not None:
             from peftlab.results.report import write_report
 
             print(f"peftlab: report of {sweep_dir}:")
