@@ -85,6 +85,8 @@ MINILM_MAIN = Case("minilm", "minilm", "classification", 32, 64, ("query", "valu
 TINY_MINILM = Case("minilm-2l", "minilm", "classification", 2, 16, ("query", "value"), num_layers=2, pretrained=True)
 TINY_GPT2 = Case("gpt2-tiny", "gpt2-medium", "causal_lm", 2, 16, ("c_attn",), num_layers=2,
                  shrink=dict(n_embd=64, n_head=4, vocab_size=1000, n_positions=64))
+MINILM_SMALL = Case("minilm", "minilm", "classification", 8, 64, ("query", "value"), pretrained=True)
+GPT2_2L = Case("gpt2-medium-2l", "gpt2-medium", "causal_lm", 2, 64, ("c_attn",), num_layers=2)
 GPT2_MEDIUM = Case("gpt2-medium", "gpt2-medium", "causal_lm", 8, 512, ("c_attn",), tokenizer="minilm")
 
 SUITES: dict[str, Suite] = {
@@ -95,11 +97,9 @@ SUITES: dict[str, Suite] = {
                           steps=5, warmup=1, rounds=1),
         threads=1),
     "cpu": Suite(
-        "cpu", "cpu", None, repeats=15, warmup=3, memory_steps=3,
-        cases=(MINILM_MAIN, Case("gpt2-medium-4l", "gpt2-medium", "causal_lm", 4, 128, ("c_attn",), num_layers=4)),
-        latency_cases=(Case("minilm", "minilm", "classification", 8, 64, ("query", "value"), pretrained=True),
-                       Case("gpt2-medium-4l", "gpt2-medium", "causal_lm", 4, 128, ("c_attn",), num_layers=4)),
-        overhead=Overhead(MINILM_MAIN, dict(batch_size=32, max_length=64), steps=25, warmup=3, rounds=2),
+        "cpu", "cpu", None, repeats=10, warmup=2, memory_steps=2,
+        cases=(MINILM_SMALL, GPT2_2L), latency_cases=(MINILM_SMALL, GPT2_2L),
+        overhead=Overhead(MINILM_MAIN, dict(batch_size=32, max_length=64), steps=10, warmup=2, rounds=2),
         threads=1),
     "gpu": Suite(
         "gpu", "cuda", "bfloat16", repeats=20, warmup=5, memory_steps=3, cases=(GPT2_MEDIUM,),

@@ -101,9 +101,11 @@ class LoraLayer(nn.Module):
         result = self.base_layer(x)
         if self.merged:
             return result
-        x = self.dropout(x).to(self.lora_A.dtype)
-        if not self.parts:
-            return result + F.linear(F.linear(x, self.lora_A[0]), self.lora_B[0]) * self.scaling
+        x = self.dropout(x)
+        if x.dtype != self.lora_A.dtype and not torch.is_autocast_enabled(x.device.type):
+            x = x.to(self.lora_A.dtype)  # under autocast the matmuls cast anyway: no extra copy of the activations
+        if not self.parts:  # flatten(0, 1) is a view with a free backward; indexing [0] would allocate in backward
+            return result + F.linear(F.linear(x, self.lora_A.flatten(0, 1)), self.lora_B.flatten(0, 1)) * self.scaling
         update = torch.einsum("...i,kri->...kr", x, self.lora_A)
         update = torch.einsum("...kr,kor->...ko", update, self.lora_B) * self.scaling
         pieces = list(result.split(self.out_features // self.num_parts, dim=-1))
