@@ -86,13 +86,15 @@ def test_every_method_trains_from_the_cli_on_causal_lm(tmp_path):
     """SmolLM2 cut to 2 blocks on plain text and on prompt -> response pairs (with exact match); BitFit on a
     GPT-2-layout decoder, since Llama-style models have no biases."""
     methods = ("adapter", "adapter_pfeiffer", "prefix", "prompt")
+    small = ("data.train_size=8", "data.batch_size=4", "data.val_size=4", "data.test_size=4", "trainer.max_epochs=2")
     records = sweep(tmp_path / "smollm2", "model=smollm2-135m", "data=shakespeare,chatterbot",
-                    f"method={','.join(methods)}", "trainer.max_epochs=2")
+                    f"method={','.join(methods)}", *small)
     names = [m.split("_")[0] for m in methods]
     check_trained(records, [(m, d) for d in ("shakespeare", "chatterbot") for m in names])
     for r in records:
         assert r["metrics"]["test_ppl"] > 1
         assert ("test_exact_match" in r["metrics"]) == (r["data"] == "chatterbot")
-    bitfit = sweep(tmp_path / "gpt2", "model=gpt2-medium", "data=chatterbot", "method=bitfit", "trainer.max_epochs=2")
+    bitfit = sweep(tmp_path / "gpt2", "model=gpt2-medium", "data=chatterbot", "method=bitfit", *small,
+                   "model.num_layers=1")
     check_trained(bitfit, [("bitfit", "chatterbot")])
     assert 0 <= bitfit[0]["metrics"]["val_exact_match"] <= 1

@@ -45,6 +45,15 @@ def test_prompt_outputs_do_not_depend_on_padding(minilm2, source, task):
     assert not torch.allclose(alone, base, atol=1e-4)
 
 
+def test_prompt_bert_pools_the_real_cls_token(minilm2):
+    """BERT's pooler runs inside the base model: it must read [CLS], not the first soft token."""
+    model = copy.deepcopy(minilm2)
+    apply(model, "prompt", num_virtual_tokens=3)
+    out = model.bert(input_ids=torch.tensor([[101, 523, 203, 102]]))
+    assert out.last_hidden_state.shape[1] == 4
+    torch.testing.assert_close(out.pooler_output, model.bert.pooler(out.last_hidden_state))
+
+
 def test_prompt_causal_lm_loss_uses_unpadded_labels():
     """Labels line up with the real tokens (no -100 padding for the soft tokens is needed)."""
     model = tiny_decoder("llama-135m")
