@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from peftlab import ROOT
-from peftlab.papers.published import kept_reading, machine, markdown, now
+from peftlab.papers.published import kept_reading, machine, markdown, now, run_setup, setup_line
 from peftlab.results.record import RecordError, read_record
 
 EXPERIMENT = "adapters_vs_full"
@@ -53,12 +53,14 @@ def load_runs(sweep_dir: Path) -> pd.DataFrame:
             continue
         metrics, params = rec.get("metrics") or {}, rec.get("params") or {}
         optim = (rec.get("config") or {}).get("optim") or {}
-        rows.append({"method": (rec.get("method") or {}).get("name"), "lr": optim.get("lr"), "seed": rec.get("seed"),
+        method = rec.get("method") or {}
+        rows.append({"method": method.get("name"), "lr": optim.get("lr"), "seed": rec.get("seed"),
+                     "hparams": ", ".join(f"{k}={v}" for k, v in method.items() if k != "name") or "-",
                      "status": rec.get("status"), "val_acc": metrics.get("val_acc"),
                      "test_acc": metrics.get("test_acc"), "params_method": params.get("params_method"),
                      "params_head": params.get("params_head"), "params_total": params.get("params_total"),
                      "wall_time_s": (rec.get("cost") or {}).get("wall_time_s")})
-    return pd.DataFrame(rows, columns=["method", "lr", "seed", "status", "val_acc", "test_acc", "params_method",
+    return pd.DataFrame(rows, columns=["method", "lr", "seed", "hparams", "status", "val_acc", "test_acc", "params_method",
                                        "params_head", "params_total", "wall_time_s"])
 
 
@@ -119,10 +121,9 @@ def report(sweep_dir: Path, out: Path, wall_s: float | None = None) -> str:
         + (f", {len(failed)} not ok ({', '.join(sorted(set(failed['status'])))})" if len(failed) else "") + ".",
         f"- Wall time: sum of the runs' wall_time_s {run_wall / 60:.1f} min"
         + (f"; the sweeps, end to end, {wall_s / 60:.1f} min." if wall_s else "."),
-        "- Setup: experiments/adapters_vs_full.yaml (MiniLM-L6, 1000 training examples, 1 epoch, max length 48; "
-        "adapter = Houlsby placement, two per block, m = 64, GELU, layer norms trained); learning rate per method "
-        "picked on mean validation accuracy (200 examples), test accuracy on 500 examples (one binomial standard "
-        "error is about 2 points), mean ± std over seeds 0, 1, 2. '% trained' counts the task head, which both "
+        f"- Setup: experiments/adapters_vs_full.yaml; {setup_line(run_setup(sweep_dir))}. Adapter (two per block in "
+        f"Houlsby placement): {', '.join(sorted(set(runs.loc[runs['method'] == 'adapter', 'hparams'])))}. The learning rate of each method is picked on mean "
+        "validation accuracy; test accuracy is mean ± std over seeds. '% trained' counts the task head, which both "
         "methods train, against every parameter of the model.",
         "",
         "## Headline",

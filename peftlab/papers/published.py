@@ -6,6 +6,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -39,6 +40,33 @@ def machine() -> str:
 def now() -> str:
     """UTC date and time for report headers."""
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
+def run_setup(sweep_dir: Path) -> dict[str, Any]:
+    """Data, optimiser and trainer settings of the first finished run under sweep_dir (the same for every run of a
+    study), so a report states what was run rather than what a config file says today."""
+    from peftlab.results.record import RecordError, read_record
+
+    for path in sorted(Path(sweep_dir).glob("*/metrics.json")):
+        try:
+            rec = read_record(path)
+        except RecordError:
+            continue
+        if rec.get("status") == "ok":
+            c = rec.get("config") or {}
+            return {"model": (c.get("model") or {}).get("source"), **(c.get("data") or {}),
+                    "lr": (c.get("optim") or {}).get("lr"), "epochs": (c.get("trainer") or {}).get("max_epochs")}
+    return {}
+
+
+def setup_line(setup: dict[str, Any]) -> str:
+    """One sentence naming the data sizes, sequence length and epochs, with the test set's binomial standard error."""
+    if not setup:
+        return "no finished run yet"
+    se = 100 * (0.7 * 0.3 / setup["test_size"]) ** 0.5
+    return (f"{setup['model']} on {setup['source']}: {setup['train_size']} training examples, {setup['epochs']} epoch(s), "
+            f"batch {setup['batch_size']}, max length {setup['max_length']}; validation {setup['val_size']}, test "
+            f"{setup['test_size']} examples (at 70% accuracy one binomial standard error is {se:.1f} points)")
 
 
 def markdown(df: pd.DataFrame) -> str:

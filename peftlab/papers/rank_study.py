@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from peftlab import ROOT  # noqa: E402
-from peftlab.papers.published import kept_reading, machine, markdown, now, table  # noqa: E402
+from peftlab.papers.published import kept_reading, machine, markdown, now, run_setup, setup_line, table  # noqa: E402
 from peftlab.results.record import RecordError, read_record  # noqa: E402
 
 EXPERIMENT = "rank_study"
@@ -154,6 +154,7 @@ def report(sweep_dir: Path, out: Path, wall_s: float | None = None) -> str:
     """Write the markdown report (tables, figure, run accounting) for the runs under sweep_dir; returns its text."""
     runs = load_runs(sweep_dir)
     s = summary(runs)
+    setup = run_setup(sweep_dir)
     figure = plot(s, out.with_suffix(".png"))
     failed = runs[runs["status"] != "ok"]
     run_wall = runs["wall_time_s"].dropna().astype(float).sum()
@@ -165,9 +166,8 @@ def report(sweep_dir: Path, out: Path, wall_s: float | None = None) -> str:
         + (f", {len(failed)} not ok ({', '.join(sorted(set(failed['status'])))})" if len(failed) else "") + ".",
         f"- Wall time: sum of the runs' wall_time_s {run_wall / 60:.1f} min"
         + (f"; the sweeps, end to end, {wall_s / 60:.1f} min." if wall_s else "."),
-        "- Setup: experiments/rank_study.yaml (MiniLM-L6, 1000 training examples, 1 epoch, max length 48, AdamW lr 5e-3, "
-        "alpha 16 for every r); accuracy on 500 held-out test examples (validation: 100) (one binomial standard error is about 2 points), "
-        "mean ± std over seeds 0, 1, 2.",
+        f"- Setup: experiments/rank_study.yaml; {setup_line(setup)}; AdamW lr {setup.get('lr')}, alpha 16 for every "
+        "r (scaling alpha / r, as the paper keeps alpha fixed); cells are test accuracy (%), mean ± std over seeds.",
         "",
         "## Table 6 analogue: weight set x rank r",
         "",
