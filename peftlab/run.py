@@ -4,6 +4,7 @@ measure, and write the run record. Every failure is recorded; a finished run is 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import time
@@ -110,10 +111,31 @@ class RunSpec:
         check_sources(model, data)
         optim = _dataclass(OptimConfig, c.get("optim") or {}, "optim")
         check_optim(optim)
-        return cls(model=model, data=data, method=method, optim=optim,
-                   measure=_dataclass(MeasureConfig, c.get("measure") or {}, "measure"), trainer=trainer,
-                   logger=c.get("logger"), seed=c["seed"], name=c.get("name", "default"),
-                   checkpoint=_dataclass(CheckpointConfig, c.get("checkpoint") or {}, "checkpoint"))
+        measure = _dataclass(MeasureConfig, c.get("measure") or {}, "measure")
+        checkpoint = _dataclass(CheckpointConfig, c.get("checkpoint") or {}, "checkpoint")
+        for group, values in (("method", method.config), ("model", model), ("data", data), ("optim", optim),
+                              ("measure", measure), ("checkpoint", checkpoint)):
+            check_types(values, group)
+        return cls(model=model, data=data, method=method, optim=optim, measure=measure, trainer=trainer,
+                   logger=c.get("logger"), seed=c["seed"], name=c.get("name", "default"), checkpoint=checkpoint)
+
+
+SIMPLE_TYPES = {"bool": ((bool,), "true or false"), "int": ((int,), "an integer"),
+                "float": ((int, float), "a number"), "str": ((str,), "a string")}
+
+
+def check_types(values: Any, group: str) -> None:
+    """Fields declared bool, int, float or str (optionally `| None`) hold that type: `use_rslora: maybe` is an error,
+    not a truthy string."""
+    for f in dataclasses.fields(values):
+        declared = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        base = declared.removesuffix(" | None")
+        value = getattr(values, f.name)
+        if base not in SIMPLE_TYPES or (value is None and declared.endswith("| None")):
+            continue
+        types, allowed = SIMPLE_TYPES[base]
+        if not isinstance(value, types) or (base != "bool" and isinstance(value, bool)):
+            raise ConfigError(f"{group}.{f.name}", value, allowed)
 
 
 # Trainer arguments a run sets itself; the rest of lightning.Trainer's arguments may come from the trainer group.
@@ -250,8 +272,8 @@ def build_trainer(spec: RunSpec, run_dir: Path, callbacks: list[L.Callback]) -> 
                          plugins=[AtomicCheckpointIO()], **kwargs)
     except TypeError as err:
         raise ConfigError("trainer", err.args[0], "arguments of lightning.Trainer") from None
-    except (ValueError, MisconfigurationException) as err:
-        raise ConfigError("trainer", str(err).splitlines()[0], "settings lightning.Trainer accepts") from None
+    except (ValueError, MisconfigurationException, ImportError) as err:  # ImportError: e.g. accelerator=tpu without torch_xla
+        raise ConfigError("trainer", str(err).splitlines()[0], "settings lightning.Trainer accepts on this machine") from None
 
 
 class EpochReseed(L.Callback):
@@ -270,13 +292,14 @@ class EpochReseed(L.Callback):
 def execute(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     """Build, train, test and measure; returns the record's result fields."""
     wall_start = time.perf_counter()
-    check_structure(spec)  # before any weights or data are read, like the trainer below
-    cost, resume = TrainCost(spec.measure.train_warmup_steps), ResumeState()
-    trainer = build_trainer(spec, run_dir, [cost, DivergenceGuard(), EpochReseed(spec.seed), resume])
-    L.seed_everything(spec.seed, workers=True, verbose=False)
+    check_structure(spec)  # target modules, on the meta device: before any weights or data are read
     tokenizer = load_tokenizer(spec.model)
     dm = TextDataModule(spec.data, tokenizer, seed=spec.seed)
     dm.setup()
+    cost, resume = TrainCost(spec.measure.train_warmup_steps), ResumeState()
+    trainer = build_trainer(spec, run_dir, [cost, DivergenceGuard(), EpochReseed(spec.seed), resume])
+    # Seeded right before the backbone: a random-init base is rebuilt from the seed alone (peftlab-adapter does).
+    L.seed_everything(spec.seed, workers=True, verbose=False)
     model = load_backbone(spec.model, spec.data.task, num_labels=dm.num_labels)
     family: Family = family_for(model)
     fingerprint = base_fingerprint(model)  # the adapter file's base-model identity

@@ -22,3 +22,30 @@ def check_group_choices(overrides: list[str]) -> None:
         for choice in value.split(","):
             if choice not in options:
                 raise ConfigError(key, choice, ", ".join(options))
+
+
+_ABSENT = object()
+
+
+def check_override_keys(overrides: list[str]) -> None:
+    """`method.rank=4` for a key the composed config lacks is a one-line error suggesting `+method.rank=4`, instead
+    of Hydra's several-line message. Composed with the first choice of each group override (sweeps included)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    def is_group(key: str) -> bool:
+        return key in GROUP_DIRS or (ROOT / "conf" / key).is_dir()
+
+    plain = [a.partition("=") for a in overrides if "=" in a and not a.startswith(("+", "~", "-", "hydra."))]
+    keys = [(k, v) for k, _, v in plain if not is_group(k)]
+    if not keys:
+        return
+    groups = [f"{k}={v.split(',')[0]}" for k, _, v in plain if is_group(k)]
+    try:
+        with initialize_config_dir(str(ROOT / "conf"), version_base=None):
+            cfg = compose("config", overrides=groups)
+    except Exception:  # a config that does not compose: Hydra reports it when it starts
+        return
+    for key, value in keys:
+        if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+            raise ConfigError(key, value, f"a key of the composed config (add a new key with +{key}={value})")

@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from peftlab import ROOT
-from peftlab.cli import check_group_choices
+from peftlab.cli import check_group_choices, check_override_keys
 from peftlab.cli.sweep import register_resolvers
 from peftlab.errors import ConfigError
 
@@ -76,6 +76,7 @@ def main() -> None:
     """Console entry point: unknown config-group options fail in one line before Hydra starts."""
     try:
         check_group_choices(sys.argv[1:])
+        check_override_keys(sys.argv[1:])
     except ConfigError as err:
         fail(str(err))
     _main()
