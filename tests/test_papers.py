@@ -84,6 +84,18 @@ def test_latency_command_tiny_setting():
 NO_SWEEP_REPORT = ("hydra.callbacks.sweep_report.report=false",)  # the generic sweep report is tested elsewhere
 
 
+def test_study_sweeps_go_seed_by_seed_and_cover_every_arm():
+    """All of seed 0 before seed 1, so a study stopped early still has whole tables; every budget arm is swept."""
+    commands = rank_study.sweep_commands(["data.train_size=8"])
+    seeds = [next(a for a in c if a.startswith("seed=")) for c in commands]
+    assert seeds == sorted(seeds) and len(set(seeds)) == len(rank_study.SEEDS)
+    swept = {(t, r) for t in rank_study.GRID_SETS for r in rank_study.RANKS}
+    for targets, r in rank_study.EXTRA_BUDGET_SWEEPS:
+        swept |= {(rank_study.target_label(t.strip("[]").split(",")), r) for t in targets.split("],[")}
+    assert set(rank_study.BUDGET) <= swept
+    assert all("data.train_size=8" in c for c in commands + houlsby.sweep_commands(["data.train_size=8"]))
+
+
 def _records(sweep: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
 

@@ -47,10 +47,12 @@ def _study(args: argparse.Namespace) -> None:
     """Run a study's sweeps (finished runs are skipped), then write its markdown report."""
     import importlib
 
+    from peftlab.papers.published import run_sweeps
+
     module = importlib.import_module(f"peftlab.papers.{args.module}")
     sweep_dir = Path(args.sweep_dir or module.SWEEP_DIR)
     overrides = list(args.overrides) + ([f"hydra.sweep.dir={sweep_dir}"] if args.sweep_dir else [])
-    wall = None if args.report_only else module.run_sweeps(overrides)
+    wall = None if args.report_only else run_sweeps(module.sweep_commands(overrides))
     out = Path(args.out or REPORTS / f"{module.EXPERIMENT}.md")
     print(module.report(sweep_dir, out, wall))
     print(f"\nreport: {out}")

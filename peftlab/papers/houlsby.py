@@ -9,9 +9,6 @@ seeds, the gap, and the percentage of parameters each trains. The runs are Hydra
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -31,16 +28,6 @@ def sweep_commands(overrides: list[str]) -> list[list[str]]:
     """One peftlab-train sweep per method over its learning rates (seeds from the experiment)."""
     return [["-m", f"experiments={EXPERIMENT}", f"method={m}", f"optim.lr={','.join(lrs)}", *overrides]
             for m, lrs in LEARNING_RATES.items()]
-
-
-def run_sweeps(overrides: list[str], passes: int = 2) -> float:
-    """Run the sweeps one after the other; the second pass only redoes runs without an ok record. Wall seconds."""
-    start = time.perf_counter()
-    for _ in range(passes):
-        for args in sweep_commands(overrides):
-            print("peftlab-train " + " ".join(args), flush=True)
-            subprocess.run([sys.executable, "-m", "peftlab.cli.train", *args], cwd=ROOT, check=False)
-    return time.perf_counter() - start
 
 
 def load_runs(sweep_dir: Path) -> pd.DataFrame:

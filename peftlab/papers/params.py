@@ -10,7 +10,7 @@ Task heads are never counted, as in the paper ("classification head not counted"
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from peftlab.backbones.families import family_for
@@ -87,7 +87,6 @@ class Row:
     setting: str  # "stated" or "inferred: ..."
     paper_formula: Callable[[Shape], int] | None = None  # the paper's own formula, where it differs from ours
     note: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 Q_V = ["query", "value"]
@@ -287,8 +286,8 @@ def render(table_id: str, results: list[dict[str, Any]]) -> str:
         ok = "yes" if res["ours"] == res["formula"] else f"NO ({res['formula']:,})"
         lines.append(f"{row.model:<13} {row.label:<10} {res['ours']:>17,} {ours_m:>10.2f}M {row.printed:>11} "
                      f"{res['diff_m']:>+9.2f}M {'yes' if res['paper_formula_prints'] else 'no':>23}  {ok}: {row.formula_text}")
-    lines += ["", "'paper formula prints it': the paper's own §5.1 formula (or the full-model count) for this setting, "
-                  "rounded as printed, gives the printed figure.", "", "Settings and differences:"]
+    lines += ["", "'paper formula prints it': the paper's own §5.1 formula for this setting (ours where the paper gives "
+                  "none: FT, BitFit), rounded as printed, gives the printed figure.", "", "Settings and differences:"]
     for res in results:
         row = res["row"]
         lines.append(f"- {row.model} {row.label} {row.printed}: setting {row.setting}.")

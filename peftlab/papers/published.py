@@ -1,9 +1,12 @@
-"""The papers' printed figures (experiments/papers/*.csv) and the facts every reproduction report states."""
+"""The papers' printed figures (experiments/papers/*.csv), and what the reproductions share: running their sweeps
+and the facts every report states (machine, date, setup)."""
 
 from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,20 @@ def machine() -> str:
 def now() -> str:
     """UTC date and time for report headers."""
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
+def run_sweeps(commands: list[list[str]], passes: int = 2) -> float:
+    """Run peftlab-train sweeps one after the other (never in parallel: the CPU is shared); returns wall seconds.
+
+    The second pass launches the same sweeps again: finished runs are skipped, so it only redoes runs that failed or
+    were killed in the first.
+    """
+    start = time.perf_counter()
+    for _ in range(passes):
+        for args in commands:
+            print("peftlab-train " + " ".join(args), flush=True)
+            subprocess.run([sys.executable, "-m", "peftlab.cli.train", *args], cwd=ROOT, check=False)
+    return time.perf_counter() - start
 
 
 def run_setup(sweep_dir: Path) -> dict[str, Any]:

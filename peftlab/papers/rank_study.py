@@ -8,9 +8,6 @@ are the same run directories, so they are not trained twice.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import matplotlib
@@ -20,7 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from peftlab import ROOT  # noqa: E402
-from peftlab.papers.published import kept_reading, machine, markdown, now, run_setup, setup_line, table  # noqa: E402
+from peftlab.papers.published import (kept_reading, machine, markdown, now, run_setup,  # noqa: E402
+                                      setup_line, table)
 from peftlab.results.record import RecordError, read_record  # noqa: E402
 
 EXPERIMENT = "rank_study"
@@ -32,8 +30,6 @@ RANKS = (1, 2, 4, 8, 64)
 BUDGET = (("Wq", 8), ("Wk", 8), ("Wv", 8), ("Wo", 8), ("Wq,Wk", 4), ("Wq,Wv", 4), ("Wq,Wk,Wv,Wo", 2))
 # Budget arms outside the grid, as (target_modules sweep, r) overrides of the same experiment.
 EXTRA_BUDGET_SWEEPS = (("[key],[value],[output]", 8), ("[query,key]", 4))
-
-
 SEEDS = (0, 1, 2)
 
 
@@ -46,20 +42,6 @@ def sweep_commands(overrides: list[str]) -> list[list[str]]:
         commands.append(base)
         commands += [[*base, f"method.target_modules={targets}", f"method.r={r}"] for targets, r in EXTRA_BUDGET_SWEEPS]
     return commands
-
-
-def run_sweeps(overrides: list[str], passes: int = 2) -> float:
-    """Run the sweeps one after the other (never in parallel: the CPU is shared); returns the wall time in seconds.
-
-    The second pass launches the same sweeps again: finished runs are skipped, so it only redoes runs that failed or
-    were killed in the first.
-    """
-    start = time.perf_counter()
-    for _ in range(passes):
-        for args in sweep_commands(overrides):
-            print("peftlab-train " + " ".join(args), flush=True)
-            subprocess.run([sys.executable, "-m", "peftlab.cli.train", *args], cwd=ROOT, check=False)
-    return time.perf_counter() - start
 
 
 def target_label(targets: list[str] | None) -> str:
