@@ -10,8 +10,10 @@ import time
 import pandas as pd
 import yaml
 from matplotlib.image import imread
+from omegaconf import OmegaConf
 
 from conftest import TINY, cli
+from peftlab.cli.sweep import check_multiprocess_sweep
 
 # The tiny settings stay out of the run directories' names, so they read like a user's sweep (method.r=2,...).
 KEEP = "hydra.job.config.override_dirname.exclude_keys=[name,force,logger," + ",".join(
@@ -121,3 +123,15 @@ def test_optuna_search_maximises_validation_accuracy(tmp_path):
     assert all("optim.lr=" in d and "method.r=" in d and "method.alpha=" in d for d in recs)
     result = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert result["name"] == "optuna" and result["best_value"] == max(r["metrics"]["val_acc"] for r in recs.values())
+
+
+def test_multiprocess_runs_in_a_local_sweep_are_refused(tmp_path):
+    # Lightning would start each DDP worker by running the whole sweep's command line again.
+    res = cli("peftlab-train", "-m", "trainer=ddp_cpu", "method.r=2,4", f"hydra.sweep.dir={tmp_path / 'ddp'}")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1].startswith("peftlab: error: trainer.strategy: got 'ddp'")
+    assert not (tmp_path / "ddp").exists()
+    slurm = OmegaConf.create({"trainer": {"strategy": "ddp", "devices": 4},
+                              "hydra": {"launcher": {"_target_": "hydra_plugins.hydra_submitit_launcher."
+                                                                 "submitit_launcher.SlurmLauncher"}}})
+    check_multiprocess_sweep(slurm)  # one SLURM job per run: allowed

@@ -1,5 +1,6 @@
-"""Sweep-level behaviour of peftlab-train -m: the `lora_alpha` resolver the rank sweep uses, and a Hydra callback that
-ends every multirun with the report and a list of the runs that failed (the sweep then exits 1).
+"""Sweep-level behaviour of peftlab-train -m: the resolvers the configs use (`lora_alpha`, `run_dirname`), and a Hydra
+callback that refuses a sweep of multi-process runs on a local launcher and ends every multirun with the report and a
+list of the runs that failed (the sweep then exits 1).
 """
 
 from __future__ import annotations
@@ -46,6 +47,18 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, fn)
 
 
+def check_multiprocess_sweep(config: DictConfig) -> None:
+    """Lightning starts DDP/FSDP workers by running the command line again, which in a local multirun would run the
+    whole sweep again: a multi-process run in a sweep needs a job of its own (the SLURM launcher)."""
+    trainer = config.get("trainer") or {}
+    strategy, devices = str(trainer.get("strategy") or ""), trainer.get("devices", 1)
+    launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+    if strategy.startswith(("ddp", "fsdp")) and "spawn" not in strategy and devices not in (1, "1") \
+            and not launcher.endswith("SlurmLauncher"):
+        raise ConfigError("trainer.strategy", strategy, "ddp/fsdp with several devices in a sweep only with "
+                          "hydra/launcher=slurm (one job per run); or run it alone, without -m")
+
+
 class SweepReport(Callback):
     """After a multirun: write the report of the sweep directory, list this launch's failed runs, exit 1 if any.
 
@@ -59,6 +72,11 @@ class SweepReport(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
+        try:
+            check_multiprocess_sweep(config)
+        except ConfigError as err:
+            print(f"peftlab: error: {err}", file=sys.stderr)
+            sys.exit(2)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from peftlab.results.aggregate import load_sweep
