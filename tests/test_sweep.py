@@ -135,3 +135,20 @@ def test_multiprocess_runs_in_a_local_sweep_are_refused(tmp_path):
                               "hydra": {"launcher": {"_target_": "hydra_plugins.hydra_submitit_launcher."
                                                                  "submitit_launcher.SlurmLauncher"}}})
     check_multiprocess_sweep(slurm)  # one SLURM job per run: allowed
+
+
+def test_wandb_is_offline_unless_logged_in_or_told(tmp_path, monkeypatch):
+    from peftlab.training.loggers import wandb_mode
+
+    for var in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert wandb_mode() == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef")
+    assert wandb_mode() == "online"
+    monkeypatch.delenv("WANDB_API_KEY")
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password 0123456789abcdef\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    assert wandb_mode() == "online"  # `wandb login` writes this entry
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode() == "disabled"
