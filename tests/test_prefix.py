@@ -125,6 +125,23 @@ def test_prefix_counts_equal_peft(minilm2, projection):
         assert counts.method > 0
 
 
+@pytest.mark.parametrize("source", ["llama-135m", "gpt2-medium"])
+def test_prefix_logits_equal_peft_with_the_same_prefixes(source):
+    """Same table layout, same attention: equal logits once positions follow peft's convention (peft pre-fills the KV
+    cache, so real tokens sit at positions l_p, l_p + 1, ...; peftlab keeps them at 0, 1, ...)."""
+    from peft import PrefixTuningConfig, get_peft_model
+
+    base = tiny_decoder(source)
+    reference = get_peft_model(copy.deepcopy(base), PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
+    with_prefix(base, num_virtual_tokens=3)
+    with torch.no_grad():
+        base.prefix_encoder.embedding.weight.copy_(reference.prompt_encoder["default"].embedding.weight)
+    ids = torch.randint(5, 900, (2, 7))
+    expected = reference.eval()(input_ids=ids).logits
+    torch.testing.assert_close(base(input_ids=ids, position_ids=torch.arange(3, 10)[None]).logits, expected,
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_prefix_trains_only_the_prefix(minilm2):
     model = copy.deepcopy(minilm2)
     with_prefix(model, num_virtual_tokens=2, projection=True, projection_hidden_size=8)

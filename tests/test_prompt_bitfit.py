@@ -93,6 +93,20 @@ def test_prompt_counts_follow_the_formula_and_equal_peft(minilm2):
         assert c.method + c.head == reference.get_nb_trainable_parameters()[0]
 
 
+def test_prompt_logits_equal_peft_with_the_same_soft_tokens():
+    """peft returns logits for the soft tokens too; on the real tokens they equal ours."""
+    from peft import PromptTuningConfig, get_peft_model
+
+    model = tiny_decoder("llama-135m")
+    reference = get_peft_model(copy.deepcopy(model), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
+    apply(model, "prompt", num_virtual_tokens=3)
+    with torch.no_grad():
+        model.soft_prompt.embedding.copy_(reference.prompt_encoder["default"].embedding.weight)
+    ids = torch.randint(5, 900, (2, 7))
+    torch.testing.assert_close(model(input_ids=ids).logits, reference.eval()(input_ids=ids).logits[:, 3:],
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_prompt_export_state_holds_the_soft_tokens_and_head_only(minilm2):
     model = copy.deepcopy(minilm2)
     method = apply(model, "prompt", num_virtual_tokens=2)

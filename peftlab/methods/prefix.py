@@ -5,7 +5,9 @@ function named by `config._attn_implementation`. This module registers one more,
 layer's prefix keys and values and the matching "attend" columns to the mask, then runs PyTorch SDPA. Token positions
 are untouched (the prefix has none), the KV cache holds only real tokens, and the mask is built by transformers'
 own SDPA mask function, so padded batches, causal decoding, generation with or without the cache and grouped-query
-attention (prefixes have num_key_value_heads heads) all behave as without a prefix.
+attention (prefixes have num_key_value_heads heads) all behave as without a prefix. HF peft instead pre-fills the KV
+cache, which moves real tokens to positions l_p, l_p + 1, ...; with the same prefixes and those positions the logits
+are identical (tested), while here a prefix that attends to nothing would leave the backbone exactly unchanged.
 
 Parameters, laid out as HF peft's PrefixEncoder so counts agree: kv = num_key_value_heads * head_dim (= d without
 GQA). Without projection: one table of l_p x (L * 2 * kv), i.e. 2 * L * kv * l_p. With the reparameterisation MLP
