@@ -75,6 +75,7 @@ class Suite:
     latency_cases: tuple[Case, ...]
     overhead: Overhead
     threads: int | None = None  # torch CPU threads; None leaves torch's default
+    latency_repeats: int = 20  # latency differences of 1-2% need more repeats than training steps
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -95,9 +96,9 @@ SUITES: dict[str, Suite] = {
         latency_cases=(TINY_MINILM,),
         overhead=Overhead(TINY_MINILM, dict(train_size=24, val_size=8, test_size=8, batch_size=4, max_length=16),
                           steps=5, warmup=1, rounds=1),
-        threads=1),
+        threads=1, latency_repeats=3),
     "cpu": Suite(
-        "cpu", "cpu", None, repeats=10, warmup=2, memory_steps=2,
+        "cpu", "cpu", None, repeats=20, warmup=2, memory_steps=2,
         cases=(MINILM_SMALL, GPT2_2L), latency_cases=(MINILM_SMALL, GPT2_2L),
         overhead=Overhead(MINILM_MAIN, dict(batch_size=32, max_length=64), steps=10, warmup=2, rounds=2),
         threads=1),
@@ -106,7 +107,8 @@ SUITES: dict[str, Suite] = {
         latency_cases=(GPT2_MEDIUM,),
         overhead=Overhead(GPT2_MEDIUM, dict(name="shakespeare", task="causal_lm", source="shakespeare",
                                             batch_size=8, max_length=512, train_size=256, val_size=8, test_size=8),
-                          steps=30, warmup=5, rounds=2, precision="bf16-mixed")),
+                          steps=30, warmup=5, rounds=2, precision="bf16-mixed"),
+        latency_repeats=50),
 }
 
 

@@ -26,20 +26,22 @@ TARGETS = {"lora_merged": "<= 1.02"}
 
 
 def bench_case(suite: Suite, case: Case) -> dict[str, Any]:
-    base = build_base(case, suite.device)
+    pristine = build_base(case, suite.device)
+    base = copy.deepcopy(pristine)  # every contender, the base included, is a copy made the same way
     models, methods, missing = {"base": base}, {}, []
     for name, (config, merge) in VARIANTS.items():
         if config["name"] not in REGISTRY:
             missing.append(name)
             continue
-        model = copy.deepcopy(base)
+        model = copy.deepcopy(pristine)
         method = build_method(config)
         method.apply(model, family_for(model))
         if merge:
             method.merge(model)
         models[name], methods[name] = model, method.hparams()
+    del pristine
     inputs = random_tokens(base.config.vocab_size, case.batch_size, case.seq_len, suite.device)
-    timings = compare_latency(models, inputs, suite.repeats, suite.warmup, suite.autocast_dtype)
+    timings = compare_latency(models, inputs, suite.latency_repeats, suite.warmup, suite.autocast_dtype)
     return {"case": case.name, "model": case.describe(), "methods": methods, "not_registered": missing,
             "params_total": {n: count_parameters(m).total for n, m in models.items()},
             "latency_median_ms": {n: t.median_ms for n, t in timings.items()},
@@ -56,7 +58,7 @@ def main(quick: bool = False, device: str | None = None, out: Path = RESULTS) ->
             rows.append([r["model"], name, med[name], p90[name], ratio(med[name], base), TARGETS.get(name, "")])
     notes = [f"Forward pass in eval mode under inference_mode, "
              f"{'autocast ' + suite.dtype if suite.dtype else 'float32'} on {suite.device}; {suite.warmup} warm-up "
-             f"calls, then medians (p90) of {suite.repeats} calls, every model interleaved call by call.",
+             f"calls, then medians (p90) of {suite.latency_repeats} calls, every model interleaved call by call.",
              "Methods use their default hyper-parameters (LoRA r=8 on query and value; adapters bottleneck 64; "
              "prefix its default length); see the JSON for each one's exact settings."]
     missing = sorted({m for r in results for m in r["not_registered"]})

@@ -78,18 +78,21 @@ def memory_probe(suite: Suite, case: Case, impl: str) -> dict[str, Any]:
 
 
 def bench_case(suite: Suite, case: Case) -> dict[str, Any]:
-    base = build_base(case, suite.device)
+    pristine = build_base(case, suite.device)
+    base = copy.deepcopy(pristine)  # every contender, the base included, is a copy made the same way
     models, merges = {}, {}
     for impl in IMPLS:
-        models[impl], merges[impl] = with_lora(base, case, impl)
+        models[impl], merges[impl] = with_lora(pristine, case, impl)
     params = {impl: count_parameters(m).trainable for impl, m in models.items()}
     steps = {impl: trainer_step(m, train_batch(m, case, suite.device), suite.autocast_dtype) for impl, m in models.items()}
     train = compare_calls(steps, suite.repeats, suite.warmup, suite.device)
     inputs = random_tokens(base.config.vocab_size, case.batch_size, case.seq_len, suite.device)
-    unmerged = compare_latency({"base": base, **models}, inputs, suite.repeats, suite.warmup, suite.autocast_dtype)
+    unmerged = compare_latency({"base": base, **models}, inputs, suite.latency_repeats, suite.warmup,
+                               suite.autocast_dtype)
     for merge in merges.values():
         merge()
-    merged = compare_latency({"base": base, **models}, inputs, suite.repeats, suite.warmup, suite.autocast_dtype)
+    merged = compare_latency({"base": base, **models}, inputs, suite.latency_repeats, suite.warmup,
+                             suite.autocast_dtype)
     memory = {impl: probe("benchmarks.lora_vs_peft", [suite.name, case.name, impl]) for impl in IMPLS}
     return {
         "case": case.name, "model": case.describe(), "targets": list(case.targets), "r": R, "alpha": ALPHA,
@@ -130,8 +133,9 @@ def main(quick: bool = False, device: str | None = None, out: Path = RESULTS) ->
     kind = results[0]["memory"]["peftlab"]["peak_memory_kind"] if results else None
     notes = [f"LoRA r={R}, alpha={ALPHA:g}, dropout 0, same target modules on both sides; "
              f"{'autocast ' + suite.dtype if suite.dtype else 'float32'} on {suite.device}.",
-             f"Times: {suite.warmup} warm-up calls, then medians (p90) of {suite.repeats} calls, the two sides "
-             "interleaved call by call. A train step is forward + backward + AdamW step on a fixed batch.",
+             f"Times: {suite.warmup} warm-up calls, then medians (p90) of {suite.repeats} train steps and "
+             f"{suite.latency_repeats} forward passes, the sides interleaved call by call. A train step is forward + "
+             "backward + AdamW step on a fixed batch.",
              f"Peak memory ({kind}): each side trains {suite.memory_steps} steps in its own fresh process; "
              "'step memory' is the peak minus what was in use when the window started (model loaded)."]
     return write_result(out, "lora_vs_peft", suite, {"results": results},
