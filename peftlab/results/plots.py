@@ -161,11 +161,13 @@ def cost_per_method(sweep: Sweep) -> plt.Figure | None:
 
 
 def rank_vs_params(sweep: Sweep) -> plt.Figure | None:
-    """Trainable parameters of the method vs rank (both log scales), one line per method."""
+    """Trainable parameters of the method vs rank (both log scales), one line per method; needs two ranks or more."""
     runs = sweep.runs
     if "r" not in runs or runs["r"].notna().sum() == 0:
         return None
     ranked = runs[runs["r"].notna()].assign(r=lambda d: d["r"].astype(int))
+    if ranked["r"].nunique() < 2:  # one rank: a point, not a trend
+        return None
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(5.0, 3.4))
         for i, (method, group) in enumerate(ranked.groupby("method", sort=True)):
