@@ -9,7 +9,7 @@ import torch
 from conftest import tiny_decoder
 from peftlab.backbones.families import family_for
 from peftlab.backbones.loader import ModelConfig, load_backbone
-from peftlab.interop.peft_format import PeftFormatError, export_lora, import_lora
+from peftlab.interop.peft_format import PeftFormatError, export_adapter, export_lora, import_lora
 from peftlab.methods import build_method
 
 peft = pytest.importorskip("peft")
@@ -81,3 +81,26 @@ def test_unsupported_peft_features_are_refused(tmp_path):
     peft.get_peft_model(minilm(), config).save_pretrained(tmp_path)
     with pytest.raises(PeftFormatError, match="use_dora"):
         import_lora(tmp_path, minilm())
+
+
+@pytest.mark.parametrize("kind", ["llama-135m", "gpt2-medium"])
+def test_prompt_tuning_export_loads_in_peft_with_equal_logits(tmp_path, kind):
+    model = base(kind)
+    method = build_method({"name": "prompt", "num_virtual_tokens": 3})
+    method.apply(model, family_for(model))
+    randomize(model, ("soft_prompt",))
+    expected = logits(model)
+    export_adapter(model, method, tmp_path, "causal_lm")
+    loaded = peft.PeftModel.from_pretrained(base(kind), tmp_path).eval()
+    # peft's logits include the 3 soft tokens' positions; the real tokens' logits are peftlab's
+    torch.testing.assert_close(logits(loaded)[:, 3:], expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,task,match", [("prefix", "causal_lm", "peft's prefixes shift token positions"),
+                                             ("prompt", "classification", "causal_lm")])
+def test_methods_peft_computes_differently_are_refused(tmp_path, name, task, match):
+    model = minilm()
+    method = build_method({"name": name, "num_virtual_tokens": 2})
+    method.apply(model, family_for(model))
+    with pytest.raises(PeftFormatError, match=match):
+        export_adapter(model, method, tmp_path, task)

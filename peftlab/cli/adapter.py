@@ -34,7 +34,7 @@ def base_model(meta: dict) -> nn.Module:
 
 def export_cmd(args: argparse.Namespace) -> str:
     from peftlab.adapters import load_adapter, read_adapter_config
-    from peftlab.interop.peft_format import export_lora
+    from peftlab.interop.peft_format import export_adapter
 
     path = Path(args.adapter)
     if path.is_dir():
@@ -42,7 +42,7 @@ def export_cmd(args: argparse.Namespace) -> str:
     meta = read_adapter_config(path)
     model = base_model(meta)
     method = load_adapter(path, model)
-    out = export_lora(model, method, Path(args.out), meta["base_model"]["task"], meta["base_model"]["config"]["source"])
+    out = export_adapter(model, method, Path(args.out), meta["base_model"]["task"], meta["base_model"]["config"]["source"])
     return f"exported {meta['method']['name']} adapter {path} -> {out} (peft format)"
 
 

@@ -4,6 +4,11 @@ Export: a peftlab LoRA model becomes a peft LoRA adapter that `peft.PeftModel.fr
 the same outputs. GPT-2's fused q/k/v projection, where peftlab trains one A and B per adapted slice, is written as
 one LoRA of rank k*r on the whole `c_attn` (A stacked, B block-diagonal over the slices, zeros elsewhere) with a
 matching alpha in `rank_pattern`/`alpha_pattern`: the same update, in the layout peft knows.
+Prompt tuning on a causal LM exports as peft's PROMPT_TUNING (`prompt_embeddings`); peft's logits then include the
+soft tokens' positions, and the rest equal peftlab's. Not exported, because peft computes something else:
+prompt tuning for classification (peft's classifier reads the first soft token, peftlab's the real first token) and
+prefix tuning (peft passes prefixes as a KV cache, which shifts every token's position by the prefix length;
+peftlab's prefixes have no positions).
 Import: a peft LoRA adapter (plain LoRA: no DoRA, no LoRA bias, no per-layer patterns) becomes a peftlab LoRA.
 Task heads travel as peft's `modules_to_save`.
 """
@@ -58,7 +63,7 @@ def _fused(layer: LoraLayer) -> tuple[torch.Tensor, torch.Tensor]:
 def export_lora(model: nn.Module, method: Method, out_dir: Path, task: str, base_model: str | None = None) -> Path:
     """Write a peftlab LoRA model as a peft LoRA adapter directory; returns it."""
     if method.name != "lora":
-        raise PeftFormatError("method.name", method.name, "lora (prefix and prompt tuning are not exported yet)")
+        raise PeftFormatError("method.name", method.name, "lora")
     layers = _lora_paths(model)
     if not layers:
         raise PeftFormatError("model", type(model).__name__, "a model LoRA was applied to")
@@ -93,6 +98,38 @@ def export_lora(model: nn.Module, method: Method, out_dir: Path, task: str, base
     save_safetensors(tensors, out_dir / WEIGHTS_NAME)
     write_json_atomic(out_dir / CONFIG_NAME, config)
     return out_dir
+
+
+def export_prompt(model: nn.Module, method: Method, out_dir: Path, task: str, base_model: str | None = None) -> Path:
+    """Write a peftlab prompt-tuning causal LM as a peft PROMPT_TUNING adapter directory; returns it."""
+    from peftlab.methods.prompt import PROMPT_NAME
+
+    if method.name != "prompt":
+        raise PeftFormatError("method.name", method.name, "prompt")
+    if task != "causal_lm":
+        raise PeftFormatError("data.task", task, "causal_lm (for classification peft's head reads the first soft "
+                              "token and peftlab's the real first token: the logits would differ)")
+    embedding = model.get_submodule(PROMPT_NAME).embedding.detach()
+    c = model.config
+    config = {
+        "peft_type": "PROMPT_TUNING", "task_type": TASK_TYPES[task], "base_model_name_or_path": base_model,
+        "num_virtual_tokens": embedding.shape[0], "token_dim": embedding.shape[1], "num_transformer_submodules": 1,
+        "num_attention_heads": c.num_attention_heads, "num_layers": c.num_hidden_layers,
+        "prompt_tuning_init": "RANDOM", "inference_mode": True,
+    }
+    out_dir = Path(out_dir)
+    save_safetensors({"prompt_embeddings": embedding}, out_dir / WEIGHTS_NAME)
+    write_json_atomic(out_dir / CONFIG_NAME, config)
+    return out_dir
+
+
+def export_adapter(model: nn.Module, method: Method, out_dir: Path, task: str, base_model: str | None = None) -> Path:
+    """Export in peft's format whatever method peft computes the same way (LoRA; prompt tuning for causal LMs)."""
+    exporters = {"lora": export_lora, "prompt": export_prompt}
+    if method.name not in exporters:
+        why = " (peft's prefixes shift token positions; peftlab's do not)" if method.name == "prefix" else ""
+        raise PeftFormatError("method.name", method.name, f"lora or prompt{why}")
+    return exporters[method.name](model, method, out_dir, task, base_model)
 
 
 # peft LoRA features that change the computation and have no peftlab equivalent: refused rather than ignored.
