@@ -83,3 +83,19 @@ def test_killed_run_resumes_and_matches_uninterrupted(tmp_path, min_step, uninte
     assert len(steps[0]) >= TOTAL_STEPS - 1
     for step, loss in steps[0].items():
         assert loss == pytest.approx(steps[1][step], rel=1e-5), step
+
+
+def test_checkpoint_write_is_atomic(tmp_path):
+    """A save that dies half-way leaves the previous checkpoint whole and no partial file under its name."""
+    from peftlab.training.resume import AtomicCheckpointIO
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("killed mid-write")
+
+    io, path = AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"global_step": 1, "w": torch.ones(1000)}, path)
+    with pytest.raises(RuntimeError, match="killed mid-write"):
+        io.save_checkpoint({"global_step": 2, "w": torch.ones(1000), "x": Unpicklable()}, path)
+    assert torch.load(path, weights_only=True)["global_step"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
