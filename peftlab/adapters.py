@@ -145,8 +145,7 @@ def load_adapter(path: Path, model: nn.Module, method_overrides: dict[str, Any] 
                            f"{', ' + meta['base_model']['config']['source'] if meta['base_model'].get('config') else ''})")
     method = build_method({**meta["method"], **(method_overrides or {})})
     method.apply(model, family_for(model))
-    if hasattr(method, "fold"):  # methods that train through a reparameterisation save (and load) the folded form
-        method.fold(model)
+    method.fold(model)  # methods that train through a reparameterisation save (and load) the folded form
     check_tensors(tensors, method.export_state(model), meta["method"]["name"])
     params = dict(model.named_parameters())
     with torch.no_grad():

@@ -324,6 +324,7 @@ def execute(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
 
     if not is_global_zero():  # DDP workers: rank 0 alone saves the adapter and measures inference
         return {"metrics": metrics, "resumed": resumed}
+    spec.method.fold(model)  # inference and the saved adapter use the final form (no prefix MLP)
     adapter_bytes = save_adapter(run_dir / ADAPTER_FILE, spec.method, model, fingerprint, spec.model, spec.data.task,
                                  dm.num_labels, spec.seed)
     inference = measure_inference(model, spec.method, spec.measure, AUTOCAST.get(str(spec.trainer.get("precision"))))

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from peftlab import ROOT
 from peftlab.backbones.families import family_for
 from peftlab.cli import check_group_choices
+from peftlab.cli.sweep import register_resolvers
 from peftlab.backbones.loader import ModelConfig, load_backbone
 from peftlab.errors import ConfigError
 from peftlab.measure import ParamCounts, count_parameters
@@ -35,11 +36,12 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("PEFTLAB_ROOT", str(ROOT))
     try:
         check_group_choices(overrides)
+        register_resolvers()
         with initialize_config_dir(str(ROOT / "conf"), version_base=None):
             cfg = compose("config", overrides=overrides)
-        c = OmegaConf.to_container(cfg, resolve=False)
+        c = OmegaConf.to_container(cfg, resolve=False)  # the rest may refer to Hydra's run-time values
         model_cfg = ModelConfig(**{**c["model"], "pretrained": False})
-        method = build_method(c["method"])
+        method = build_method(OmegaConf.to_container(cfg.method, resolve=True))
         counts = count(model_cfg, method, task=c["data"]["task"])
     except ConfigError as err:
         print(f"peftlab: error: {err}", file=sys.stderr)

@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"peftlab-report: error: {err}", file=sys.stderr)
         sys.exit(2)
     paths, skipped = build_report(sweep, args.out)
+    print(next(p for p in paths if p.suffix == ".md").read_text())
     print(f"{len(sweep.runs)} finished run(s), {len(sweep.problems)} not finished, in {sweep.root}")
     for p in sweep.problems:
         first = p.error.splitlines()[0] if p.error else ""

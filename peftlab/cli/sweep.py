@@ -85,8 +85,10 @@ class SweepReport(Callback):
         if self.report and next(sweep_dir.rglob("metrics.json"), None) is not None:
             from peftlab.results.report import write_report
 
+            paths = write_report(sweep_dir)
+            print(next(p for p in paths if p.suffix == ".md").read_text())
             print(f"peftlab: report of {sweep_dir}:")
-            for path in write_report(sweep_dir):
+            for path in paths:
                 print(f"  {path}")
         problems = [p for p in load_sweep(sweep_dir).problems if p.mtime >= self.started - 1.0]
         if problems:

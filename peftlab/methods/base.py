@@ -55,6 +55,10 @@ class Method:
         """Undo merge()."""
         raise NotImplementedError(f"method '{self.name}' cannot merge")
 
+    def fold(self, model: nn.Module) -> None:
+        """After training, drop training-only reparameterisations (prefix tuning's MLP) so that the saved adapter and
+        inference use the final form. Outputs do not change. Most methods have nothing to fold."""
+
     def export_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The tensors an adapter file holds: every trainable parameter (method and head), by name."""
         return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}

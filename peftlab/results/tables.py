@@ -62,6 +62,7 @@ def summary_table(summary: pd.DataFrame, metric: str, pm: str = "±") -> pd.Data
             "Peak mem. (MiB)": col(row, "peak_memory_bytes", 1 / MIB, 0),
             "Train samples/s": col(row, "train_samples_per_s", 1.0, 1),
             "Latency (ms)": col(row, "latency_median_ms", 1.0, 1),
+            "Wall time (s)": col(row, "wall_time_s", 1.0, 0),
             "Seeds": int(row["n_seeds"]),
         })
     return pd.DataFrame(rows)
