@@ -76,14 +76,28 @@ def run_setup(sweep_dir: Path) -> dict[str, Any]:
     return {}
 
 
+def majority_baseline(setup: dict[str, Any]) -> float:
+    """Test accuracy (%) of always predicting the training split's most frequent label: what 'learned nothing' scores."""
+    from peftlab.data.datamodule import DataConfig, TextDataModule
+
+    keys = DataConfig.__dataclass_fields__
+    dm = TextDataModule(DataConfig(**{k: v for k, v in setup.items() if k in keys}), tokenizer=None)
+    table = dm._classification_table()
+    parts = dm._split(len(table))
+    majority = table.iloc[parts["train"]]["label"].mode()[0]
+    return 100 * float((table.iloc[parts["test"]]["label"] == majority).mean())
+
+
 def setup_line(setup: dict[str, Any]) -> str:
-    """One sentence naming the data sizes, sequence length and epochs, with the test set's binomial standard error."""
+    """One sentence naming the data sizes, sequence length and epochs, the test set's binomial standard error and the
+    majority-class baseline."""
     if not setup:
         return "no finished run yet"
     se = 100 * (0.7 * 0.3 / setup["test_size"]) ** 0.5
     return (f"{setup['model']} on {setup['source']}: {setup['train_size']} training examples, {setup['epochs']} epoch(s), "
             f"batch {setup['batch_size']}, max length {setup['max_length']}; validation {setup['val_size']}, test "
-            f"{setup['test_size']} examples (at 70% accuracy one binomial standard error is {se:.1f} points)")
+            f"{setup['test_size']} examples (at 70% accuracy one binomial standard error is {se:.1f} points; always "
+            f"predicting the training set's majority label scores {majority_baseline(setup):.1f})")
 
 
 def markdown(df: pd.DataFrame) -> str:

@@ -17,8 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from peftlab import ROOT  # noqa: E402
-from peftlab.papers.published import (kept_reading, machine, markdown, now, run_setup,  # noqa: E402
-                                      setup_line, table)
+from peftlab.papers.published import (kept_reading, machine, majority_baseline, markdown, now,  # noqa: E402
+                                      run_setup, setup_line, table)
 from peftlab.results.record import RecordError, read_record  # noqa: E402
 
 EXPERIMENT = "rank_study"
@@ -108,13 +108,16 @@ def budget_table(s: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot(s: pd.DataFrame, path: Path) -> Path:
-    """Accuracy against r (log scale) per weight set: ours (mean ± std over seeds) beside the paper's GPT-3 curves."""
+def plot(s: pd.DataFrame, path: Path, baseline: float | None = None) -> Path:
+    """Accuracy against r (log scale) per weight set: ours (mean ± std over seeds) beside the paper's GPT-3 curves;
+    baseline: the majority-class accuracy, drawn dashed."""
     paper = table("lora_table6_rank")
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for m in GRID_SETS:
         part = s[s["matrices"] == m].sort_values("r")
         axes[0].errorbar(part["r"], part["mean"], yerr=part["std"].fillna(0), marker="o", capsize=3, label=m)
+    if baseline is not None:
+        axes[0].axhline(baseline, color="grey", linestyle="--", linewidth=1, label="majority label")
     axes[0].set_title("ours: MiniLM, Rotten Tomatoes (test acc %)")
     for ax, task in zip(axes[1:], ("WikiSQL", "MNLI-m")):
         for _, p in paper[paper["task"] == task].iterrows():
@@ -137,7 +140,7 @@ def report(sweep_dir: Path, out: Path, wall_s: float | None = None) -> str:
     runs = load_runs(sweep_dir)
     s = summary(runs)
     setup = run_setup(sweep_dir)
-    figure = plot(s, out.with_suffix(".png"))
+    figure = plot(s, out.with_suffix(".png"), majority_baseline(setup) if setup else None)
     failed = runs[runs["status"] != "ok"]
     run_wall = runs["wall_time_s"].dropna().astype(float).sum()
     lines = [
