@@ -23,8 +23,8 @@ def minilm() -> torch.nn.Module:
     return load_backbone(ModelConfig(name="minilm", source="minilm", num_layers=2), "classification").eval()
 
 
-def base(kind: str) -> torch.nn.Module:
-    return minilm() if kind == "minilm" else tiny_decoder(kind)
+def base(kind: str, task: str = "causal_lm") -> torch.nn.Module:
+    return minilm() if kind == "minilm" else tiny_decoder(kind, task)
 
 
 def logits(model: torch.nn.Module) -> torch.Tensor:
@@ -96,11 +96,49 @@ def test_prompt_tuning_export_loads_in_peft_with_equal_logits(tmp_path, kind):
     torch.testing.assert_close(logits(loaded)[:, 3:], expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name,task,match", [("prefix", "causal_lm", "peft's prefixes shift token positions"),
-                                             ("prompt", "classification", "causal_lm")])
-def test_methods_peft_computes_differently_are_refused(tmp_path, name, task, match):
-    model = minilm()
-    method = build_method({"name": name, "num_virtual_tokens": 2})
+def peft_logits(loaded: torch.nn.Module) -> torch.Tensor:
+    """peft's logits. For SEQ_CLS prefix tuning peft 0.21.2 looks for a `past_key_values` parameter, which
+    transformers 5 renamed `cache`, and raises; then this makes the call it makes when it finds one (prefixes as a
+    KV cache, mask extended)."""
+    try:
+        return logits(loaded)
+    except ValueError as err:
+        if "does not support past key values" not in str(err):
+            raise
+    l_p = loaded.active_peft_config.num_virtual_tokens
+    mask = torch.cat([torch.ones(len(IDS), l_p, dtype=MASK.dtype), MASK], 1)
+    with torch.no_grad():
+        cache = loaded.get_prompt(len(IDS))
+        return loaded.base_model(input_ids=IDS % loaded.config.vocab_size, attention_mask=mask,
+                                 past_key_values=cache).logits
+
+
+PREFIX_CASES = [("minilm", "classification", True), ("llama-135m", "causal_lm", True),
+                ("gpt2-medium", "causal_lm", False), ("llama-135m", "classification", False)]
+
+
+@pytest.mark.parametrize("kind,task,projection", PREFIX_CASES, ids=[f"{c[0]}-{c[1]}" for c in PREFIX_CASES])
+def test_prefix_export_loads_in_peft_with_equal_logits(tmp_path, kind, task, projection):
+    """position_offset (the default) puts real tokens where peft does; the reparameterisation MLP is folded away."""
+    model = base(kind, task)
+    method = build_method({"name": "prefix", "num_virtual_tokens": 3, "projection": projection,
+                           "projection_hidden_size": 8})
+    method.apply(model, family_for(model))
+    randomize(model, ("prefix_encoder", "classifier", "score"))
+    expected = logits(model)
+    export_adapter(model, method, tmp_path, task)
+    loaded = peft.PeftModel.from_pretrained(base(kind, task), tmp_path).eval()
+    assert not torch.allclose(logits(base(kind, task)), expected, atol=1e-3)
+    torch.testing.assert_close(peft_logits(loaded), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind,name,task,hp,match", [
+    ("llama-135m", "prefix", "causal_lm", {"position_offset": False}, "method.position_offset: got False"),
+    ("minilm", "prompt", "classification", {}, "causal_lm"),  # peft pools the first soft token
+    ("llama-135m", "prompt", "classification", {}, "causal_lm")])  # peft pools the last position, a pad if right-padded
+def test_methods_peft_computes_differently_are_refused(tmp_path, kind, name, task, hp, match):
+    model = base(kind, task)
+    method = build_method({"name": name, "num_virtual_tokens": 2, **hp})
     method.apply(model, family_for(model))
     with pytest.raises(PeftFormatError, match=match):
         export_adapter(model, method, tmp_path, task)

@@ -65,11 +65,11 @@ def test_prefix_outputs_do_not_depend_on_padding_decoder(source):
     assert not torch.allclose(alone, base, atol=1e-4)
 
 
-@pytest.mark.parametrize("source", ["llama-135m", "gpt2-medium"])
-def test_prefix_generation_same_with_and_without_kv_cache(source):
+@pytest.mark.parametrize("source,offset", [("llama-135m", True), ("gpt2-medium", True), ("llama-135m", False)])
+def test_prefix_generation_same_with_and_without_kv_cache(source, offset):
     """Left-padded batch, greedy: the cached decode (prefix prepended at every step) equals full recomputation."""
     model = tiny_decoder(source, pad_token_id=0)
-    with_prefix(model, num_virtual_tokens=3, projection=True, projection_hidden_size=16)
+    with_prefix(model, num_virtual_tokens=3, projection=True, projection_hidden_size=16, position_offset=offset)
     ids = torch.randint(5, 900, (2, 6))
     ids[0, :2] = 0
     mask = torch.ones_like(ids)
@@ -125,21 +125,73 @@ def test_prefix_counts_equal_peft(minilm2, projection):
         assert counts.method > 0
 
 
-@pytest.mark.parametrize("source", ["llama-135m", "gpt2-medium"])
-def test_prefix_logits_equal_peft_with_the_same_prefixes(source):
-    """Same table layout, same attention: equal logits once positions follow peft's convention (peft pre-fills the KV
-    cache, so real tokens sit at positions l_p, l_p + 1, ...; peftlab keeps them at 0, 1, ...)."""
+def peft_reference(model: torch.nn.Module, task: str, num_tokens: int) -> torch.nn.Module:
+    """HF peft's prefix tuning on a copy of `model`, with peftlab's prefix table layout."""
     from peft import PrefixTuningConfig, get_peft_model
 
+    config = PrefixTuningConfig(task_type=task, num_virtual_tokens=num_tokens)
+    return get_peft_model(copy.deepcopy(model), config).eval()
+
+
+def peft_classifier_logits(reference, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """peft's SEQ_CLS prefix forward. peft 0.21.2 looks for a `past_key_values` parameter, which transformers 5 renamed
+    `cache`, and gives up; this is the call it makes when it finds one: prefixes as a KV cache, mask extended."""
+    l_p = reference.active_peft_config.num_virtual_tokens
+    full = torch.cat([mask.new_ones(mask.shape[0], l_p), mask], dim=1)
+    cache = reference.get_prompt(len(ids))
+    return reference.base_model(input_ids=ids, attention_mask=full, past_key_values=cache).logits
+
+
+def tiny_roberta() -> torch.nn.Module:
+    """A random-init 2-block RoBERTa classifier: absolute positions counted from padding_idx + 1."""
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    torch.manual_seed(0)
+    config = RobertaConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=128, max_position_embeddings=40, pad_token_id=1, num_labels=2)
+    return RobertaForSequenceClassification(config).eval()
+
+
+@pytest.mark.parametrize("source", ["llama-135m", "gpt2-medium"])
+def test_prefix_logits_equal_peft_with_the_same_prefixes(source):
+    """Same table layout, same attention: equal logits on a padded batch. With position_offset (default) real tokens
+    sit at l_p, l_p + 1, ... as in peft, which pre-fills the KV cache; without it at 0, 1, ..., so peft's positions
+    must then be passed explicitly to agree."""
     base = tiny_decoder(source)
-    reference = get_peft_model(copy.deepcopy(base), PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
+    reference = peft_reference(base, "CAUSAL_LM", 3)
+    table = reference.prompt_encoder["default"].embedding.weight
+    ids, mask = padded_pair(torch.randint(5, 900, (1, 7)), pad_id=0)
+    expected = reference(input_ids=ids, attention_mask=mask).logits
+    shifted, plain = copy.deepcopy(base), base
+    for model, offset in ((shifted, True), (plain, False)):
+        with_prefix(model, num_virtual_tokens=3, position_offset=offset)
+        with torch.no_grad():
+            model.prefix_encoder.embedding.weight.copy_(table)
+    torch.testing.assert_close(shifted(input_ids=ids, attention_mask=mask).logits, expected, rtol=1e-5, atol=1e-5)
+    positions = torch.arange(3, 3 + ids.shape[1])[None]
+    torch.testing.assert_close(plain(input_ids=ids, attention_mask=mask, position_ids=positions).logits, expected,
+                               rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(plain(input_ids=ids, attention_mask=mask).logits, expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("source", ["minilm", "roberta"])
+def test_prefix_encoder_logits_equal_peft_with_the_same_prefixes(minilm2, source):
+    """BERT: positions l_p, l_p + 1, ...; RoBERTa: non-pad tokens counted from padding_idx + 1 + l_p, pads at
+    padding_idx."""
+    base = copy.deepcopy(minilm2) if source == "minilm" else tiny_roberta()
+    pad = base.config.pad_token_id
+    reference = peft_reference(base, "SEQ_CLS", 3)
+    with torch.no_grad():
+        reference.prompt_encoder["default"].embedding.weight.normal_(0, 0.5)
+        reference.base_model.classifier.modules_to_save["default"].load_state_dict(base.classifier.state_dict())
+    ids, mask = padded_pair(torch.tensor([[101, 223, 203, 137, 331, 102]]), pad_id=pad)  # ids < 1000 for RoBERTa
+    expected = peft_classifier_logits(reference, ids, mask)
     with_prefix(base, num_virtual_tokens=3)
     with torch.no_grad():
         base.prefix_encoder.embedding.weight.copy_(reference.prompt_encoder["default"].embedding.weight)
-    ids = torch.randint(5, 900, (2, 7))
-    expected = reference.eval()(input_ids=ids).logits
-    torch.testing.assert_close(base(input_ids=ids, position_ids=torch.arange(3, 10)[None]).logits, expected,
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(base(input_ids=ids, attention_mask=mask).logits, expected, rtol=1e-5, atol=1e-5)
+    alone = base(input_ids=ids[:1, :6]).logits  # and padding still changes nothing
+    torch.testing.assert_close(alone[0], expected[0], rtol=1e-5, atol=1e-5)
 
 
 def test_prefix_trains_only_the_prefix(minilm2):
@@ -157,3 +209,10 @@ def test_prefix_trains_only_the_prefix(minilm2):
 def test_prefix_rejects_bad_hyper_parameters(field, value):
     with pytest.raises(ConfigError, match=f"method.{field}: got {value}"):
         build_method({"name": "prefix", field: value})
+
+
+def test_prefix_position_offset_must_be_a_bool():
+    from peftlab.run import check_types
+
+    with pytest.raises(ConfigError, match="method.position_offset: got 'yes'"):
+        check_types(build_method({"name": "prefix", "position_offset": "yes"}).config, "method")

@@ -4,11 +4,14 @@ Export: a peftlab LoRA model becomes a peft LoRA adapter that `peft.PeftModel.fr
 the same outputs. GPT-2's fused q/k/v projection, where peftlab trains one A and B per adapted slice, is written as
 one LoRA of rank k*r on the whole `c_attn` (A stacked, B block-diagonal over the slices, zeros elsewhere) with a
 matching alpha in `rank_pattern`/`alpha_pattern`: the same update, in the layout peft knows.
+Prefix tuning exports as peft's PREFIX_TUNING (the folded prefixes as `prompt_embeddings`, the same l_p x L*2*kv
+layout) when it was trained with `position_offset: true`: peft passes prefixes as a KV cache, which puts real tokens at
+positions l_p, l_p + 1, ..., and with the offset peftlab does the same, so the logits are equal; without it they
+differ and the export is refused.
 Prompt tuning on a causal LM exports as peft's PROMPT_TUNING (`prompt_embeddings`); peft's logits then include the
-soft tokens' positions, and the rest equal peftlab's. Not exported, because peft computes something else:
-prompt tuning for classification (peft's classifier reads the first soft token, peftlab's the real first token) and
-prefix tuning (peft passes prefixes as a KV cache, which shifts every token's position by the prefix length;
-peftlab's prefixes have no positions).
+soft tokens' positions, and the rest equal peftlab's. Prompt tuning for classification is refused: peft's model
+pools the first soft token (BERT) or the last position, a pad in a right-padded batch (GPT-2, Llama), where
+peftlab pools the real [CLS] or the last real token.
 Import: a peft LoRA adapter (plain LoRA: no DoRA, no LoRA bias, no per-layer patterns) becomes a peftlab LoRA.
 Task heads travel as peft's `modules_to_save`.
 """
@@ -36,6 +39,7 @@ from peftlab.results.record import write_json_atomic
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 PREFIX = "base_model.model."
+PROMPT_LEARNING_PREFIX = "base_model."  # peft's prompt-learning models wrap the transformers model one level less
 TASK_TYPES = {"classification": "SEQ_CLS", "causal_lm": "CAUSAL_LM"}
 
 
@@ -60,6 +64,12 @@ def _fused(layer: LoraLayer) -> tuple[torch.Tensor, torch.Tensor]:
     return a.reshape(k * r, -1), big_b
 
 
+def _trainable_heads(model: nn.Module) -> list[str]:
+    """Task heads that train with the adapter (peft's modules_to_save)."""
+    heads = head_names(model, family_for(model))
+    return [h for h in heads if all(p.requires_grad for p in model.get_submodule(h).parameters())]
+
+
 def export_lora(model: nn.Module, method: Method, out_dir: Path, task: str, base_model: str | None = None) -> Path:
     """Write a peftlab LoRA model as a peft LoRA adapter directory; returns it."""
     if method.name != "lora":
@@ -81,8 +91,7 @@ def export_lora(model: nn.Module, method: Method, out_dir: Path, task: str, base
         if a.shape[0] != c.r:  # a fused slice layer: rank k*r, alpha chosen so the scaling stays the same
             rank_pattern[re.escape(path)] = a.shape[0]
             alpha_pattern[re.escape(path)] = layer.scaling * scale_of(a.shape[0])
-    heads = head_names(model, family_for(model))
-    trainable_heads = [h for h in heads if all(p.requires_grad for p in model.get_submodule(h).parameters())]
+    trainable_heads = _trainable_heads(model)
     for head in trainable_heads:
         for name, p in model.get_submodule(head).named_parameters():
             tensors[f"{PREFIX}{head}.{name}"] = p.detach()
@@ -107,8 +116,8 @@ def export_prompt(model: nn.Module, method: Method, out_dir: Path, task: str, ba
     if method.name != "prompt":
         raise PeftFormatError("method.name", method.name, "prompt")
     if task != "causal_lm":
-        raise PeftFormatError("data.task", task, "causal_lm (for classification peft's head reads the first soft "
-                              "token and peftlab's the real first token: the logits would differ)")
+        raise PeftFormatError("data.task", task, "causal_lm (for classification peft pools the first soft token or "
+                              "the last position, peftlab the real [CLS] or last real token: the logits would differ)")
     embedding = model.get_submodule(PROMPT_NAME).embedding.detach()
     c = model.config
     config = {
@@ -123,12 +132,41 @@ def export_prompt(model: nn.Module, method: Method, out_dir: Path, task: str, ba
     return out_dir
 
 
+def export_prefix(model: nn.Module, method: Method, out_dir: Path, task: str, base_model: str | None = None) -> Path:
+    """Write a peftlab prefix-tuning model (trained with position_offset) as a peft PREFIX_TUNING adapter directory."""
+    from peftlab.methods.prefix import encoder, kv_shape
+
+    if method.name != "prefix":
+        raise PeftFormatError("method.name", method.name, "prefix")
+    if not method.config.position_offset:
+        raise PeftFormatError("method.position_offset", False, "true (peft puts real tokens at positions l_p, l_p + 1, "
+                              "...; an adapter trained at positions 0, 1, ... would give other logits)")
+    with torch.no_grad():
+        table = encoder(model).prefixes().detach()
+    num_layers, kv_heads, head_dim = kv_shape(model)
+    tensors = {"prompt_embeddings": table}
+    heads = _trainable_heads(model)
+    for head in heads:
+        for name, p in model.get_submodule(head).named_parameters():
+            tensors[f"{PROMPT_LEARNING_PREFIX}{head}.{name}"] = p.detach()
+    config = {
+        "peft_type": "PREFIX_TUNING", "task_type": TASK_TYPES[task], "base_model_name_or_path": base_model,
+        "num_virtual_tokens": table.shape[0], "token_dim": kv_heads * head_dim, "num_attention_heads": kv_heads,
+        "num_layers": num_layers, "num_transformer_submodules": 1, "encoder_hidden_size": kv_heads * head_dim,
+        "prefix_projection": False, "modules_to_save": heads or None, "inference_mode": True,
+    }
+    out_dir = Path(out_dir)
+    save_safetensors(tensors, out_dir / WEIGHTS_NAME)
+    write_json_atomic(out_dir / CONFIG_NAME, config)
+    return out_dir
+
+
 def export_adapter(model: nn.Module, method: Method, out_dir: Path, task: str, base_model: str | None = None) -> Path:
-    """Export in peft's format whatever method peft computes the same way (LoRA; prompt tuning for causal LMs)."""
-    exporters = {"lora": export_lora, "prompt": export_prompt}
+    """Export in peft's format whatever method peft computes the same way (LoRA; prefix tuning with position_offset;
+    prompt tuning for causal LMs)."""
+    exporters = {"lora": export_lora, "prefix": export_prefix, "prompt": export_prompt}
     if method.name not in exporters:
-        why = " (peft's prefixes shift token positions; peftlab's do not)" if method.name == "prefix" else ""
-        raise PeftFormatError("method.name", method.name, f"lora or prompt{why}")
+        raise PeftFormatError("method.name", method.name, ", ".join(exporters))
     return exporters[method.name](model, method, out_dir, task, base_model)
 
 

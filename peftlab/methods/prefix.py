@@ -2,12 +2,20 @@
 
 How it plugs in: transformers' BERT, GPT-2 and Llama attention modules compute q, k, v and then call the attention
 function named by `config._attn_implementation`. This module registers one more, `peftlab_prefix`, which prepends the
-layer's prefix keys and values and the matching "attend" columns to the mask, then runs PyTorch SDPA. Token positions
-are untouched (the prefix has none), the KV cache holds only real tokens, and the mask is built by transformers'
-own SDPA mask function, so padded batches, causal decoding, generation with or without the cache and grouped-query
-attention (prefixes have num_key_value_heads heads) all behave as without a prefix. HF peft instead pre-fills the KV
-cache, which moves real tokens to positions l_p, l_p + 1, ...; with the same prefixes and those positions the logits
-are identical (tested), while here a prefix that attends to nothing would leave the backbone exactly unchanged.
+layer's prefix keys and values and the matching "attend" columns to the mask, then runs PyTorch SDPA. The KV cache
+holds only real tokens and the mask is built by transformers' own SDPA mask function, so padded batches, causal
+decoding, generation with or without the cache and grouped-query attention (prefixes have num_key_value_heads heads)
+all behave as without a prefix.
+
+Positions (`position_offset`, default true): Li & Liang's GPT-2 code and HF peft pass the prefixes as a pre-filled
+KV cache, so the prefixes hold positions 0..l_p-1 and real tokens l_p, l_p + 1, ... With position_offset a forward
+pre-hook on the base model does the same: every real token's position id is what the model would give it without a
+prefix, plus l_p (absolute embeddings for BERT/GPT-2, the RoPE angle for Llama; RoBERTa counts non-pad tokens from
+padding_idx + 1 and pads keep padding_idx, as transformers does with a cache of length l_p). Then the logits equal
+peft's for the same prefixes, which is what lets an adapter be exported to peft's format. position_offset: false
+keeps positions 0, 1, ...: a prefix that attends to nothing then leaves the backbone exactly unchanged, but peft
+computes other logits, so such an adapter is not exported. With the offset, models with absolute position embeddings
+(BERT, RoBERTa, GPT-2) take l_p fewer real tokens.
 
 Parameters, laid out as HF peft's PrefixEncoder so counts agree: kv = num_key_value_heads * head_dim (= d without
 GQA). Without projection: one table of l_p x (L * 2 * kv), i.e. 2 * L * kv * l_p. With the reparameterisation MLP
@@ -41,11 +49,12 @@ ENCODER_NAME = "prefix_encoder"
 @dataclass
 class PrefixConfig(MethodConfig):
     """num_virtual_tokens: l_p; projection: train through the reparameterisation MLP; projection_hidden_size: its
-    hidden width (Li & Liang used 512)."""
+    hidden width (Li & Liang used 512); position_offset: real tokens' positions start at l_p (Li & Liang, peft)."""
 
     num_virtual_tokens: int = 10
     projection: bool = False
     projection_hidden_size: int = 512
+    position_offset: bool = True
 
     def __post_init__(self) -> None:
         check_int("method.num_virtual_tokens", self.num_virtual_tokens)
@@ -141,6 +150,35 @@ def prefix_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, 
     return sdpa_attention_forward(module, query, key, value, mask, is_causal=False, **kwargs)
 
 
+class PositionOffset:
+    """Forward pre-hook on the base model: real tokens' position ids shifted by l_p, as if the prefixes were a KV cache
+    of length l_p in front of them (what peft and Li & Liang do). Explicit position ids are shifted too."""
+
+    def __init__(self, num_tokens: int, embeddings: nn.Module):
+        self.num_tokens = num_tokens
+        # RoBERTa-style embeddings number non-pad tokens from padding_idx + 1; their own function does it here too.
+        self.from_ids = getattr(embeddings, "create_position_ids_from_input_ids", None)
+        self.padding_idx = embeddings.padding_idx if self.from_ids is not None else None
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+        kwargs = dict(kwargs)
+        positions = kwargs.get("position_ids")
+        if positions is not None:
+            kwargs["position_ids"] = positions + self.num_tokens
+            return args, kwargs
+        ids = args[0] if args else kwargs.get("input_ids")  # GPT-2's task models pass input_ids positionally
+        embeds = kwargs.get("inputs_embeds")
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        start = (cache.get_seq_length() if cache is not None else 0) + self.num_tokens
+        if self.from_ids is not None and ids is not None:
+            kwargs["position_ids"] = self.from_ids(ids, self.padding_idx, start)
+            return args, kwargs
+        tokens = ids if ids is not None else embeds
+        first = start + (self.padding_idx + 1 if self.padding_idx is not None else 0)
+        kwargs["position_ids"] = torch.arange(first, first + tokens.shape[1], device=tokens.device)[None]
+        return args, kwargs
+
+
 AttentionInterface.register(ATTENTION_NAME, prefix_attention)
 AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
 
@@ -163,6 +201,10 @@ class Prefix(Method):
         for i, block in enumerate(blocks(model, family)):
             block.get_submodule(family.attention).peftlab_prefix = _Slot(encoder, i)
         model.config._attn_implementation = ATTENTION_NAME
+        if c.position_offset:
+            embeddings = model.get_submodule(family.embeddings.rpartition(".")[0])
+            offset = PositionOffset(c.num_virtual_tokens, embeddings)
+            model.base_model.register_forward_pre_hook(offset, with_kwargs=True)
         unfreeze_heads(model, family)
         return model
 
