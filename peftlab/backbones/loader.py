@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,7 +38,8 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
 class ModelConfig:
     """What backbone to build.
 
-    source: a packaged asset (minilm, smollm2-135m), an architecture name from ARCHITECTURES, a hub name or a path.
+    source: a packaged asset (minilm, smollm2-135m), an architecture name from ARCHITECTURES, a hub id with its
+    organisation (FacebookAI/roberta-base) or a local path.
     pretrained: load weights (false: random init from the config).
     num_layers: keep only the first N transformer blocks (small test and demo runs).
     tokenizer: where the tokenizer comes from when it is not beside the weights (config-only architectures).
@@ -58,9 +58,6 @@ class ModelConfig:
         check_choice("model.dtype", self.dtype, ("float32", "bfloat16", "float16"))
         if self.pretrained and self.source in ARCHITECTURES:
             raise ConfigError("model.pretrained", True, f"false for {self.source} (no weights ship offline; it builds from its config)")
-        if self.source not in ARCHITECTURES and self.source not in ASSETS and "/" not in self.source and not Path(self.source).exists():
-            # A bare name that is neither packaged, nor a known architecture, nor a path: a hub name without an org.
-            pass
 
 
 def _resolve(source: str) -> str:
