@@ -19,7 +19,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from peftlab.adapters import base_fingerprint, save_adapter
-from peftlab.backbones.assets import ASSETS
+from peftlab.backbones.assets import ASSETS, MODELS
 from peftlab.backbones.families import Family, family_for
 from peftlab.backbones.loader import ARCHITECTURES, ModelConfig, load_backbone, load_tokenizer
 from peftlab.data import DataConfig, TextDataModule
@@ -161,7 +161,7 @@ def check_sources(model: ModelConfig, data: DataConfig) -> None:
     for key, source in (("model.source", model.source), ("model.tokenizer", model.tokenizer)):
         if source is None or source in ARCHITECTURES or source in ASSETS or "/" in source or Path(source).exists():
             continue
-        raise ConfigError(key, source, f"a packaged model ({', '.join(a for a in ASSETS if a not in PACKAGED)}), "
+        raise ConfigError(key, source, f"a packaged model ({', '.join(MODELS)}), "
                           f"an architecture ({', '.join(ARCHITECTURES)}), a local path or a hub name (org/name)")
     if model.source in ARCHITECTURES and model.tokenizer is None:
         raise ConfigError("model.tokenizer", None, f"a tokenizer source (e.g. minilm) for the config-only {model.source}")

@@ -23,6 +23,7 @@ ASSETS: dict[str, tuple[str, str]] = {
     "shakespeare": ("shakespeare", "shksprdata/texts"),
     "chatterbot": ("chatterbot-corpus", "chatterbot_corpus/data/english"),
 }
+MODELS = ("minilm", "smollm2-135m")  # the assets above that are models (the others are datasets)
 
 
 def asset_path(name: str) -> Path:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from peftlab.backbones.assets import ASSETS, asset_path, smollm2_dir
+from peftlab.backbones.assets import ASSETS, MODELS, asset_path, smollm2_dir
 from peftlab.backbones.families import blocks, family_for
 from peftlab.errors import ConfigError, check_choice, check_int
 
@@ -81,7 +81,7 @@ def build_config(cfg: ModelConfig, task: str, num_labels: int = 2):
             config = AutoConfig.from_pretrained(_resolve(cfg.source))
         except OSError as err:
             raise ConfigError("model.source", cfg.source,
-                              f"a packaged asset ({', '.join(a for a in ASSETS if a not in ('rotten_tomatoes', 'shakespeare', 'chatterbot'))}), "
+                              f"a packaged asset ({', '.join(MODELS)}), "
                               f"an architecture ({', '.join(ARCHITECTURES)}), a local path, or a hub name when online [{type(err).__name__}]") from None
     if cfg.num_layers is not None:
         for key in ("num_hidden_layers", "n_layer"):
