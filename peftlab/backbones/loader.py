@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,12 +109,28 @@ def load_backbone(cfg: ModelConfig, task: str, num_labels: int = 2, device: str 
     config = build_config(cfg, task, num_labels)
     dtype = getattr(torch, cfg.dtype)
     if cfg.pretrained and str(device) != "meta":
-        model = auto.from_pretrained(_resolve(cfg.source), config=config, dtype=dtype)
+        with quiet_transformers():  # its load report lists the blocks num_layers cut and the new task head, every run
+            model = auto.from_pretrained(_resolve(cfg.source), config=config, dtype=dtype)
     else:
         with torch.device(device):
             model = auto.from_config(config, dtype=dtype)
     family_for(model)  # fail early on an unsupported family
     return model
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Errors only, no progress bars, from transformers while loading weights."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        hf_logging.enable_progress_bar()
 
 
 def load_tokenizer(cfg: ModelConfig):

@@ -6,8 +6,10 @@ shows the traceback. In a sweep, a failing run is recorded and the others go on;
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -22,6 +24,10 @@ from peftlab.errors import ConfigError
 
 CONF_DIR = ROOT / "conf"
 os.environ.setdefault("PEFTLAB_ROOT", str(ROOT))
+# Known-harmless warnings that every run would print: a torch/Lightning deprecation inside Lightning, and the hint
+# about tiny epochs having fewer batches than the logging interval.
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
 register_resolvers()  # at import: launcher workers (joblib, submitit) import this module to run a job
 
 
@@ -35,6 +41,9 @@ def fail(message: str, code: int = 2) -> None:
 def _main(cfg: DictConfig) -> float | None:
     from peftlab.run import is_global_zero, run
     from peftlab.training.loggers import finish_wandb
+
+    for name in ("lightning.pytorch", "lightning.fabric"):  # start-up chatter (GPU available..., tips) on every run
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
