@@ -159,9 +159,14 @@ def train_batch(model: nn.Module, case: Case, device: str) -> dict[str, torch.Te
 
 
 def probe(module: str, args: list[str], timeout: int = 900) -> dict[str, Any]:
-    """Run `python -m <module> --probe <args>` in a fresh process and return the JSON object it prints last."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(RESULTS.parent.parent),
-                                                                     os.environ.get("PYTHONPATH")]))}
+    """Run `python -m <module> --probe <args>` in a fresh process and return the JSON object it prints last.
+
+    glibc's malloc is pinned to mmap every block of 64 KiB or more (a fixed MALLOC_MMAP_THRESHOLD_ turns off its
+    dynamic threshold), so a freed tensor leaves the resident set at once: the peak RSS then follows the peak of live
+    tensors, repeatable to about 1 MB, where the dynamic threshold made it vary by a whole logits buffer between runs.
+    """
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(RESULTS.parent.parent), os.environ.get("PYTHONPATH")]))}
     out = subprocess.run([sys.executable, "-m", module, "--probe", *args], capture_output=True, text=True,
                          timeout=timeout, env=env)
     if out.returncode != 0:
