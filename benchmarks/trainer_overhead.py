@@ -26,8 +26,9 @@ from peftlab.backbones.loader import load_tokenizer
 from peftlab.data import DataConfig, TextDataModule
 from peftlab.measure import StepTimer, autocast, batch_size_and_tokens
 from peftlab.methods import build_method
-from peftlab.run import AUTOCAST, EpochReseed, MeasureConfig, RunSpec, build_trainer
-from peftlab.training.callbacks import DivergenceGuard, TrainCost
+from peftlab.run import AUTOCAST, build_trainer
+from peftlab.spec import MeasureConfig, RunSpec
+from peftlab.training.callbacks import DivergenceGuard, EpochReseed, TrainCost
 from peftlab.training.module import MODEL_INPUTS, FineTuneModule, OptimConfig, linear_schedule
 
 SEED = 0

@@ -212,7 +212,7 @@ def test_prefix_rejects_bad_hyper_parameters(field, value):
 
 
 def test_prefix_position_offset_must_be_a_bool():
-    from peftlab.run import check_types
+    from peftlab.spec import check_types
 
     with pytest.raises(ConfigError, match="method.position_offset: got 'yes'"):
         check_types(build_method({"name": "prefix", "position_offset": "yes"}).config, "method")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peftlab.adapters import AdapterError, base_fingerprint, load_adapter, save_adapter
+from peftlab.adapters import AdapterError, base_fingerprint, save_adapter
 from peftlab.backbones.families import family_for
 from peftlab.backbones.loader import ModelConfig, load_backbone
 from peftlab.methods import build_method

@@ -8,7 +8,7 @@ Merging adds the scaled B A into the base weight so inference costs nothing extr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F

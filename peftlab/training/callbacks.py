@@ -65,3 +65,16 @@ class DivergenceGuard(L.Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is not None and not math.isfinite(float(loss)):
             raise Diverged(f"non-finite training loss ({float(loss)}) at step {trainer.global_step}")
+
+
+class EpochReseed(L.Callback):
+    """Reseed torch before each epoch's first batch from (seed, epoch): dropout is the same whether or not the run was
+    resumed. (Not in on_train_epoch_start: Lightning skips that hook for the epoch after a checkpoint saved on an
+    epoch's last batch; a run resumed mid-epoch gets its RNG state back from peftlab.training.resume.ResumeState.)"""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if batch_idx == 0:
+            torch.manual_seed(self.seed * 100_003 + trainer.current_epoch)
