@@ -101,7 +101,7 @@ SUITES: dict[str, Suite] = {
         "cpu", "cpu", None, repeats=20, warmup=2, memory_steps=2,
         cases=(MINILM_SMALL, GPT2_2L), latency_cases=(MINILM_SMALL, GPT2_2L),
         overhead=Overhead(MINILM_MAIN, dict(batch_size=32, max_length=64), steps=10, warmup=2, rounds=2),
-        threads=1),
+        threads=1, latency_repeats=40),
     "gpu": Suite(
         "gpu", "cuda", "bfloat16", repeats=20, warmup=5, memory_steps=3, cases=(GPT2_MEDIUM,),
         latency_cases=(GPT2_MEDIUM,),

@@ -118,6 +118,9 @@ def table(results: list[dict[str, Any]]) -> list[list[Any]]:
                                    ("latency merged median (ms)", "latency_merged_median_ms", "")):
             a, b = r[key]["peftlab"], r[key]["peft"]
             rows.append([r["case"], label, a, b, ratio(a, b), target])
+        merged, base = r["latency_merged_median_ms"], r["latency_merged_median_ms"]["base"]
+        rows.append([r["case"], "merged latency / base model", merged["peftlab"] / base, merged["peft"] / base,
+                     ratio(merged["peftlab"], merged["peft"]), "<= 1.02 (each)"])
         for label, key, target in (("peak memory (MiB)", "peak_memory_bytes", "<= 1.0"),
                                    ("step memory above reset (MiB)", "step_memory_bytes", "")):
             a, b = mem["peftlab"][key] / 2**20, mem["peft"][key] / 2**20
