@@ -3,6 +3,8 @@ processes, the machine description, and writing results as JSON plus a markdown 
 
 from __future__ import annotations
 
+import argparse
+
 import json
 import os
 import platform
@@ -110,6 +112,15 @@ SUITES: dict[str, Suite] = {
                           steps=30, warmup=5, rounds=2, precision="bf16-mixed"),
         latency_repeats=50),
 }
+
+
+def arg_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every benchmark script takes when run alone (run_all has its own)."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--quick", action="store_true", help="tiny models, a few repeats: checks the script runs")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    return parser
 
 
 def suite_for(quick: bool, device: str | None) -> Suite:

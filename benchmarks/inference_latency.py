@@ -4,15 +4,14 @@ default hyper-parameters, all timed interleaved with the base model on one fixed
 
 from __future__ import annotations
 
-import argparse
 import copy
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, Case, Suite, build_base, ratio, suite_for, write_result
+from benchmarks.common import arg_parser, RESULTS, Case, Suite, build_base, ratio, suite_for, write_result
 from peftlab.backbones.families import family_for
 from peftlab.measure import compare_latency, count_parameters, random_tokens
-from peftlab.methods import REGISTRY, build_method
+from peftlab.methods import build_method
 
 # name -> (method config, merge before timing)
 VARIANTS: dict[str, tuple[dict[str, Any], bool]] = {
@@ -28,11 +27,8 @@ TARGETS = {"lora_merged": "<= 1.02"}
 def bench_case(suite: Suite, case: Case) -> dict[str, Any]:
     pristine = build_base(case, suite.device)
     base = copy.deepcopy(pristine)  # every contender, the base included, is a copy made the same way
-    models, methods, missing = {"base": base}, {}, []
+    models, methods = {"base": base}, {}
     for name, (config, merge) in VARIANTS.items():
-        if config["name"] not in REGISTRY:
-            missing.append(name)
-            continue
         model = copy.deepcopy(pristine)
         method = build_method(config)
         method.apply(model, family_for(model))
@@ -42,7 +38,7 @@ def bench_case(suite: Suite, case: Case) -> dict[str, Any]:
     del pristine
     inputs = random_tokens(base.config.vocab_size, case.batch_size, case.seq_len, suite.device)
     timings = compare_latency(models, inputs, suite.latency_repeats, suite.warmup, suite.autocast_dtype)
-    return {"case": case.name, "model": case.describe(), "methods": methods, "not_registered": missing,
+    return {"case": case.name, "model": case.describe(), "methods": methods,
             "params_total": {n: count_parameters(m).total for n, m in models.items()},
             "latency_median_ms": {n: t.median_ms for n, t in timings.items()},
             "latency_p90_ms": {n: t.p90_ms for n, t in timings.items()}}
@@ -61,17 +57,11 @@ def main(quick: bool = False, device: str | None = None, out: Path = RESULTS) ->
              f"calls, then medians (p90) of {suite.latency_repeats} calls, every model interleaved call by call.",
              "Methods use their default hyper-parameters (LoRA r=8 on query and value; adapters bottleneck 64; "
              "prefix its default length); see the JSON for each one's exact settings."]
-    missing = sorted({m for r in results for m in r["not_registered"]})
-    if missing:
-        notes.append(f"Not measured (method not registered in this checkout): {', '.join(missing)}.")
     return write_result(out, "inference_latency", suite, {"results": results},
                         ["model", "variant", "median (ms)", "p90 (ms)", "vs base", "target"], rows, notes)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--device", choices=("cpu", "cuda"))
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser = arg_parser(__doc__)
     args = parser.parse_args()
     print(main(args.quick, args.device, args.out))

@@ -7,7 +7,6 @@ its own fresh process (both import the same libraries), so the figures never sha
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 from pathlib import Path
@@ -16,13 +15,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from benchmarks.common import (RESULTS, SUITES, Case, Suite, build_base, probe, ratio, suite_for, train_batch,
+from benchmarks.common import (RESULTS, arg_parser, SUITES, Case, Suite, build_base, probe, ratio, suite_for, train_batch,
                                use_threads, write_result)
 from peftlab.backbones.families import family_for
 from peftlab.measure import (autocast, compare_calls, compare_latency, count_parameters, current_memory, peak_memory,
                              random_tokens, reset_peak_memory)
 from peftlab.methods import build_method
-from peftlab.methods.base import head_names
 
 R, ALPHA = 8, 16.0
 IMPLS = ("peftlab", "peft")
@@ -146,10 +144,7 @@ def main(quick: bool = False, device: str | None = None, out: Path = RESULTS) ->
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--device", choices=("cpu", "cuda"))
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser = arg_parser(__doc__)
     parser.add_argument("--probe", nargs=3, metavar=("SUITE", "CASE", "IMPL"))
     args = parser.parse_args()
     if args.probe:

@@ -9,7 +9,6 @@ batch included). The sides alternate, `rounds` times each, each round on a fresh
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import tempfile
 from pathlib import Path
@@ -19,7 +18,7 @@ import lightning as L
 import torch
 from omegaconf import OmegaConf
 
-from benchmarks.common import RESULTS, Suite, build_base, ratio, suite_for, write_result
+from benchmarks.common import arg_parser, RESULTS, Suite, build_base, ratio, suite_for, write_result
 from peftlab import ROOT
 from peftlab.backbones.families import family_for
 from peftlab.backbones.loader import load_tokenizer
@@ -147,9 +146,6 @@ def main(quick: bool = False, device: str | None = None, out: Path = RESULTS) ->
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--device", choices=("cpu", "cuda"))
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser = arg_parser(__doc__)
     args = parser.parse_args()
     print(main(args.quick, args.device, args.out))
