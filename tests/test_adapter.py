@@ -60,7 +60,7 @@ def test_houlsby_wraps_attention_output_and_ffn_output_pfeiffer_only_the_ffn(min
     assert sorted(n for n, m in pfeiffer.named_modules() if isinstance(m, BottleneckAdapter)) == [
         f"bert.encoder.layer.{i}.output.dense" for i in (0, 1)]
     trainable = {n for n, p in houlsby.named_parameters() if p.requires_grad}
-    assert all(".down." in n or ".up." in n or n.startswith("classifier.") for n in trainable)
+    assert all(".down." in n or ".up." in n or n.startswith(("classifier.", "bert.pooler.")) for n in trainable)
 
 
 def test_adapter_counts_follow_the_formula(minilm2):
@@ -94,7 +94,7 @@ def test_adapter_roundtrip_through_export_state(minilm2, tmp_path):
         for a in adapters(model):
             a.up.weight.normal_(0, 0.1)
     state = method.export_state(model)
-    assert all(".down." in k or ".up." in k or k.startswith("classifier.") for k in state)
+    assert all(".down." in k or ".up." in k or k.startswith(("classifier.", "bert.pooler.")) for k in state)
     save_safetensors(state, tmp_path / "a.safetensors")
     fresh = copy.deepcopy(minilm2)
     apply(fresh, bottleneck_size=4)

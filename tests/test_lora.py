@@ -76,8 +76,10 @@ def test_only_lora_and_head_train_and_gradients_reach_a_and_b(minilm2):
     model = copy.deepcopy(minilm2).train()
     _lora(model, r=4, alpha=8)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all(".lora_A" in n or ".lora_B" in n or n.startswith("classifier.") for n in trainable)
-    assert {n for n in trainable if n.startswith("classifier.")} == {"classifier.weight", "classifier.bias"}
+    assert trainable and all(".lora_A" in n or ".lora_B" in n or n.startswith(("classifier.", "bert.pooler.")) for n in trainable)
+    # The head: the classifier and, in BERT-style models, the pooler before it (as RoBERTa's classifier.dense).
+    assert {n for n in trainable if ".lora_" not in n} == {"classifier.weight", "classifier.bias",
+                                                           "bert.pooler.dense.weight", "bert.pooler.dense.bias"}
     inputs = _inputs(model.config.vocab_size)
     labels = torch.tensor([0, 1, 1])
     model(**inputs, labels=labels).loss.backward()

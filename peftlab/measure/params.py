@@ -30,13 +30,14 @@ class ParamCounts:
 
 
 def count_parameters(model: nn.Module, heads: list[str] | tuple[str, ...] = ()) -> ParamCounts:
-    """Count distinct parameters (tied weights once); those under a root module named in heads count as head."""
+    """Count distinct parameters (tied weights once); trainable ones under a module path in heads count as head."""
+    prefixes = tuple(f"{h}." for h in heads)
     method = head = total = 0
     for name, p in model.named_parameters():  # named_parameters() yields each shared tensor once
         n = p.numel()
         total += n
         if p.requires_grad:
-            if name.split(".", 1)[0] in heads:
+            if name.startswith(prefixes):
                 head += n
             else:
                 method += n

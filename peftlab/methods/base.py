@@ -75,19 +75,29 @@ def freeze(model: nn.Module) -> None:
 
 
 def unfreeze_heads(model: nn.Module, family: Family) -> list[str]:
-    """Make the task heads trainable (a classifier is trained under every method); returns their names."""
-    found = []
-    for name in family.heads:
-        if name == "lm_head":  # the language-model head is part of the pretrained backbone, not a task head
-            continue
-        head = getattr(model, name, None)
-        if isinstance(head, nn.Module):
-            for p in head.parameters():
-                p.requires_grad_(True)
-            found.append(name)
+    """Make the task heads trainable (a classifier is trained under every method); returns their paths."""
+    found = head_names(model, family)
+    for name in found:
+        for p in model.get_submodule(name).parameters():
+            p.requires_grad_(True)
     return found
 
 
 def head_names(model: nn.Module, family: Family) -> list[str]:
-    """Root-level task-head modules present in the model."""
-    return [h for h in family.heads if h != "lm_head" and isinstance(getattr(model, h, None), nn.Module)]
+    """Paths of the task-head modules present in the model (never the language-model head, which is pretrained).
+
+    For BERT-style classifiers the pooler (dense + tanh on [CLS]) counts as head, as RoBERTa's classifier.dense does:
+    it is a sentence-level layer that the task trains, and a frozen one from a model pretrained without it (MiniLM
+    sentence embeddings use mean pooling) leaves every parameter-efficient method stuck at the majority class.
+    """
+    paths = [h for h in (*family.heads, family.pooler) if h and h != "lm_head"]
+    return [p for p in paths if _has(model, p)]
+
+
+def _has(model: nn.Module, path: str) -> bool:
+    """Whether the model has a submodule at path."""
+    try:
+        model.get_submodule(path)
+        return True
+    except AttributeError:
+        return False
