@@ -21,6 +21,7 @@ from peftlab.backbones.families import family_for
 from peftlab.measure import (autocast, compare_calls, compare_latency, count_parameters, current_memory, peak_memory,
                              random_tokens, reset_peak_memory)
 from peftlab.methods import build_method
+from peftlab.methods.base import head_names
 
 R, ALPHA = 8, 16.0
 IMPLS = ("peftlab", "peft")
@@ -35,8 +36,11 @@ def with_lora(base: nn.Module, case: Case, impl: str) -> tuple[nn.Module, Callab
         return model, lambda: method.merge(model)
     from peft import LoraConfig, get_peft_model
 
+    # The same task head as peftlab trains (the classifier, and a BERT-style pooler), so both sides train alike.
+    heads = head_names(model, family_for(model))
     config = LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=list(case.targets),
                         fan_in_fan_out=model.config.model_type == "gpt2",  # GPT-2's Conv1D stores W transposed
+                        modules_to_save=heads or None,
                         task_type="SEQ_CLS" if case.task == "classification" else "CAUSAL_LM")
     model = get_peft_model(model, config)
     return model, model.merge_adapter
