@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from peftlab import ROOT
-from peftlab.papers.published import kept_reading, machine, markdown, now, run_setup, setup_line
+from peftlab.papers.published import kept_reading, markdown, run_accounting, run_setup, setup_line
 from peftlab.results.record import RecordError, read_record
 
 EXPERIMENT = "adapters_vs_full"
@@ -98,16 +98,10 @@ def report(sweep_dir: Path, out: Path, wall_s: float | None = None) -> str:
     """Write the markdown report for the runs under sweep_dir; returns its text."""
     runs = load_runs(sweep_dir)
     s = summary(runs)
-    failed = runs[runs["status"] != "ok"]
-    run_wall = runs["wall_time_s"].dropna().astype(float).sum()
     lines = [
         "# Adapters vs full fine-tuning (Houlsby et al. 2019's headline)",
         "",
-        f"- Machine: {machine()}; written {now()}.",
-        f"- Runs: {len(runs)} records under `{sweep_dir}`, {len(runs) - len(failed)} ok"
-        + (f", {len(failed)} not ok ({', '.join(sorted(set(failed['status'])))})" if len(failed) else "") + ".",
-        f"- Wall time: sum of the runs' wall_time_s {run_wall / 60:.1f} min"
-        + (f"; the sweeps, end to end, {wall_s / 60:.1f} min." if wall_s else "."),
+        *run_accounting(runs, sweep_dir, wall_s),
         f"- Setup: experiments/adapters_vs_full.yaml; {setup_line(run_setup(sweep_dir))}. Adapter (two per block in "
         f"Houlsby placement): {', '.join(sorted(set(runs.loc[runs['method'] == 'adapter', 'hparams'])))}. The learning rate of each method is picked on mean "
         "validation accuracy; test accuracy is mean ± std over seeds. '% trained' counts the task head, which both "

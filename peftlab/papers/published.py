@@ -13,6 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from peftlab.results.tables import markdown  # noqa: F401 (the studies' tables look like the sweep reports')
+
 from peftlab import ROOT
 
 PAPERS_DIR = ROOT / "experiments" / "papers"
@@ -100,12 +102,17 @@ def setup_line(setup: dict[str, Any]) -> str:
             f"predicting the training set's majority label scores {majority_baseline(setup):.1f})")
 
 
-def markdown(df: pd.DataFrame) -> str:
-    """A pandas frame as a GitHub markdown table (no extra dependency)."""
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
+def run_accounting(runs: pd.DataFrame, sweep_dir: Path, wall_s: float | None) -> list[str]:
+    """The report lines every study starts with: machine and date, how many runs finished, and their wall time."""
+    failed = runs[runs["status"] != "ok"]
+    run_wall = runs["wall_time_s"].dropna().astype(float).sum()
+    return [
+        f"- Machine: {machine()}; written {now()}.",
+        f"- Runs: {len(runs)} records under `{sweep_dir}`, {len(runs) - len(failed)} ok"
+        + (f", {len(failed)} not ok ({', '.join(sorted(set(failed['status'])))})" if len(failed) else "") + ".",
+        f"- Wall time: sum of the runs' wall_time_s {run_wall / 60:.1f} min"
+        + (f"; the sweeps, end to end, {wall_s / 60:.1f} min." if wall_s else "."),
+    ]
 
 
 READING = "## Reading"

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from peftlab import ROOT  # noqa: E402
-from peftlab.papers.published import (kept_reading, machine, majority_baseline, markdown, now,  # noqa: E402
+from peftlab.papers.published import (kept_reading, majority_baseline, markdown, run_accounting,  # noqa: E402
                                       run_setup, setup_line, table)
 from peftlab.results.record import RecordError, read_record  # noqa: E402
 
@@ -141,16 +141,10 @@ def report(sweep_dir: Path, out: Path, wall_s: float | None = None) -> str:
     s = summary(runs)
     setup = run_setup(sweep_dir)
     figure = plot(s, out.with_suffix(".png"), majority_baseline(setup) if setup else None)
-    failed = runs[runs["status"] != "ok"]
-    run_wall = runs["wall_time_s"].dropna().astype(float).sum()
     lines = [
         "# LoRA rank study (Hu et al. 2021, Tables 5 and 6 analogues)",
         "",
-        f"- Machine: {machine()}; written {now()}.",
-        f"- Runs: {len(runs)} records under `{sweep_dir}`, {len(runs) - len(failed)} ok"
-        + (f", {len(failed)} not ok ({', '.join(sorted(set(failed['status'])))})" if len(failed) else "") + ".",
-        f"- Wall time: sum of the runs' wall_time_s {run_wall / 60:.1f} min"
-        + (f"; the sweeps, end to end, {wall_s / 60:.1f} min." if wall_s else "."),
+        *run_accounting(runs, sweep_dir, wall_s),
         f"- Setup: experiments/rank_study.yaml; {setup_line(setup)}; AdamW lr {setup.get('lr')}, alpha 16 for every "
         "r (scaling alpha / r, as the paper keeps alpha fixed); cells are test accuracy (%), mean ± std over seeds.",
         "",
