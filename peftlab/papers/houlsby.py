@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from peftlab import ROOT
-from peftlab.papers.published import kept_reading, markdown, run_accounting, run_setup, setup_line
+from peftlab.papers.published import markdown, run_accounting, run_setup, setup_line, write_study_report
 from peftlab.results.record import RecordError, read_record
 
 EXPERIMENT = "adapters_vs_full"
@@ -116,7 +116,4 @@ def report(sweep_dir: Path, out: Path, wall_s: float | None = None) -> str:
         markdown(table(s)),
         "",
     ]
-    text = "\n".join(lines) + kept_reading(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    return text
+    return write_study_report(out, lines)

@@ -123,3 +123,11 @@ def kept_reading(out: Path) -> str:
     if not out.exists() or READING not in out.read_text():
         return ""
     return "\n" + READING + out.read_text().split(READING, 1)[1]
+
+
+def write_study_report(out: Path, lines: list[str]) -> str:
+    """Write a study report (its generated lines, then the kept hand-written reading); returns the text."""
+    text = "\n".join(lines) + kept_reading(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return text

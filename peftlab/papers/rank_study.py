@@ -17,8 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from peftlab import ROOT  # noqa: E402
-from peftlab.papers.published import (kept_reading, majority_baseline, markdown, run_accounting,  # noqa: E402
-                                      run_setup, setup_line, table)
+from peftlab.papers.published import (majority_baseline, markdown, run_accounting,  # noqa: E402
+                                      run_setup, setup_line, write_study_report, table)
 from peftlab.results.record import RecordError, read_record  # noqa: E402
 
 EXPERIMENT = "rank_study"
@@ -159,7 +159,4 @@ def report(sweep_dir: Path, out: Path, wall_s: float | None = None) -> str:
         markdown(budget_table(s)),
         "",
     ]
-    text = "\n".join(lines) + kept_reading(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    return text
+    return write_study_report(out, lines)
