@@ -14,8 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from peftlab import ROOT
-from peftlab.papers.published import markdown, run_accounting, run_setup, setup_line, write_study_report
-from peftlab.results.record import RecordError, read_record
+from peftlab.papers.published import markdown, records, run_accounting, run_setup, setup_line, write_study_report
 
 EXPERIMENT = "adapters_vs_full"
 SWEEP_DIR = ROOT / "multirun" / EXPERIMENT
@@ -33,11 +32,7 @@ def sweep_commands(overrides: list[str]) -> list[list[str]]:
 def load_runs(sweep_dir: Path) -> pd.DataFrame:
     """One row per run record: method, lr, seed, status, accuracies, parameter counts, wall time."""
     rows = []
-    for path in sorted(Path(sweep_dir).glob("*/metrics.json")):
-        try:
-            rec = read_record(path)
-        except RecordError:
-            continue
+    for rec in records(sweep_dir):
         metrics, params = rec.get("metrics") or {}, rec.get("params") or {}
         optim = (rec.get("config") or {}).get("optim") or {}
         method = rec.get("method") or {}

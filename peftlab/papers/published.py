@@ -3,6 +3,8 @@ and the facts every report states (machine, date, setup)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import os
 import platform
 import subprocess
@@ -13,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from peftlab.results.record import RecordError, read_record
 from peftlab.results.tables import markdown  # noqa: F401 (the studies' tables look like the sweep reports')
 
 from peftlab import ROOT
@@ -131,3 +134,12 @@ def write_study_report(out: Path, lines: list[str]) -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     return text
+
+
+def records(sweep_dir: Path) -> Iterator[dict[str, Any]]:
+    """Every readable run record directly under sweep_dir (corrupt ones are skipped; the sweep report lists them)."""
+    for path in sorted(Path(sweep_dir).glob("*/metrics.json")):
+        try:
+            yield {**read_record(path), "run_dir": str(path.parent)}
+        except RecordError:
+            continue

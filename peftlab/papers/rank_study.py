@@ -17,9 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from peftlab import ROOT  # noqa: E402
-from peftlab.papers.published import (majority_baseline, markdown, run_accounting,  # noqa: E402
+from peftlab.papers.published import (majority_baseline, markdown, records, run_accounting,  # noqa: E402
                                       run_setup, setup_line, write_study_report, table)
-from peftlab.results.record import RecordError, read_record  # noqa: E402
 
 EXPERIMENT = "rank_study"
 SWEEP_DIR = ROOT / "multirun" / EXPERIMENT
@@ -53,16 +52,12 @@ def target_label(targets: list[str] | None) -> str:
 def load_runs(sweep_dir: Path) -> pd.DataFrame:
     """One row per run record under sweep_dir: matrices, r, seed, status, accuracies, parameters, wall time."""
     rows = []
-    for path in sorted(Path(sweep_dir).glob("*/metrics.json")):
-        try:
-            rec = read_record(path)
-        except RecordError:
-            continue
+    for rec in records(sweep_dir):
         method, metrics = rec.get("method") or {}, rec.get("metrics") or {}
         rows.append({"matrices": target_label(method.get("target_modules")), "r": method.get("r"),
                      "seed": rec.get("seed"), "status": rec.get("status"), "test_acc": metrics.get("test_acc"),
                      "val_acc": metrics.get("val_acc"), "params": (rec.get("params") or {}).get("params_method"),
-                     "wall_time_s": (rec.get("cost") or {}).get("wall_time_s"), "run_dir": str(path.parent)})
+                     "wall_time_s": (rec.get("cost") or {}).get("wall_time_s"), "run_dir": rec["run_dir"]})
     return pd.DataFrame(rows, columns=["matrices", "r", "seed", "status", "test_acc", "val_acc", "params",
                                        "wall_time_s", "run_dir"])
 
